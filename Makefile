@@ -1,0 +1,58 @@
+# mlplane — one Makefile for development, tests and the demo.
+# Every target installs what it needs and is safe to run twice.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEV_STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(DEV_STAMP): operator/pyproject.toml runtimes/pyproject.toml requirements/dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e operator -e 'runtimes[parquet,s3]' -r requirements/dev.txt
+	touch $@
+
+.PHONY: dev
+dev: $(DEV_STAMP) ## create .venv with both distributions (editable) and the test/lint tools
+
+.PHONY: lint
+lint: dev ## ruff, mypy and the import contracts
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy operator/mlplane_operator runtimes/mlplane_runtime hack
+	$(BIN)/lint-imports
+
+.PHONY: binaries
+binaries: ## build (or reuse) etcd, kube-* and kubectl, helm from the Go module proxy
+	hack/build-binaries.sh
+
+.PHONY: cluster-up
+cluster-up: dev binaries ## start (or reuse) the local control plane and node
+	$(BIN)/python hack/cluster.py up
+
+.PHONY: cluster-down
+cluster-down: ## stop the local control plane and node, and remove their state
+	@if [ -x $(BIN)/python ]; then $(BIN)/python hack/cluster.py down; else $(PYTHON) hack/cluster.py down; fi
+
+.PHONY: crds
+crds: dev ## regenerate crds/ from the pydantic models
+	$(BIN)/python -m mlplane_operator.api.crdgen crds
+
+.PHONY: test
+test: lint cluster-up ## lint, then every test (unit and against the local cluster)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+.PHONY: demo
+demo: ## train, register, verify, promote and serve examples/iris on the local cluster
+	@echo "make demo is not ready yet: it needs the operator (issue 6) and the Helm chart (issue 7)." >&2
+	@echo "What works today: 'make cluster-up' starts a real local Kubernetes control plane." >&2
+	@exit 1

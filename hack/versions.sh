@@ -1,0 +1,8 @@
+# Pinned versions of the local control plane and where its binaries are cached.
+# Sourced by the hack/ scripts; every value can be overridden from the environment.
+: "${KUBE_VERSION:=v1.37.2}"
+: "${ETCD_VERSION:=v3.6.16}"
+: "${HELM_VERSION:=v3.22.0}"
+: "${MLPLANE_CACHE_DIR:=${XDG_CACHE_HOME:-$HOME/.cache}/mlplane}"
+: "${MLPLANE_BIN_DIR:=$MLPLANE_CACHE_DIR/bin}"
+export KUBE_VERSION ETCD_VERSION HELM_VERSION MLPLANE_CACHE_DIR MLPLANE_BIN_DIR

@@ -1,0 +1,52 @@
+"""Helpers shared by the tests that talk to the local control plane."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = Path(
+    os.environ.get(
+        "MLPLANE_CACHE_DIR",
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mlplane",
+    )
+)
+BIN = Path(os.environ.get("MLPLANE_BIN_DIR", CACHE / "bin"))
+KUBECONFIG = Path(os.environ.get("MLPLANE_CLUSTER_DIR", REPO / ".cluster")) / "kubeconfig"
+
+T = TypeVar("T")
+
+
+def kubectl(
+    *args: str, stdin: str | None = None, check: bool = True, kubeconfig: Path = KUBECONFIG
+) -> subprocess.CompletedProcess[str]:
+    """Run the pinned kubectl against the local cluster; stdout and stderr are captured."""
+    result = subprocess.run(
+        [str(BIN / "kubectl"), f"--kubeconfig={kubeconfig}", *args],
+        input=stdin,
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
+    return result
+
+
+def eventually(
+    probe: Callable[[], T | None], *, timeout: float = 60, interval: float = 0.2, what: str = ""
+) -> T:
+    """Poll until `probe` returns something truthy; fail with what was awaited otherwise."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or probe} (last: {last!r})")
