@@ -1,0 +1,184 @@
+"""Storage URIs: read an object, publish a directory of artifacts atomically.
+
+Supported schemes:
+
+- local paths and ``file://`` URIs;
+- ``pvc://claim/path``: the claim is mounted at ``<MLPLANE_PVC_ROOT>/<claim>`` (default
+  root ``/mnt/pvc``), so the object is read from the file system;
+- ``s3://bucket/key``: boto3, endpoint from ``AWS_ENDPOINT_URL`` (MinIO works),
+  region and credentials from the standard AWS variables;
+- ``http://`` and ``https://`` (read only).
+
+Missing objects are user errors; unreachable storage is transient.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlplane_runtime.errors import RuntimeFailure, TransientError, UserError
+
+DEFAULT_PVC_ROOT = "/mnt/pvc"
+HTTP_TIMEOUT_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class Location:
+    """A parsed storage URI: either a local `path`, an S3 `bucket`/`key`, or a `url`."""
+
+    uri: str
+    scheme: str  # "file" | "s3" | "http"
+    path: Path | None = None
+    bucket: str = ""
+    key: str = ""
+
+    def child(self, *parts: str) -> Location:
+        """The location of `parts` below this one."""
+        suffix = "/".join(p.strip("/") for p in parts)
+        uri = f"{self.uri.rstrip('/')}/{suffix}"
+        if self.scheme == "file":
+            assert self.path is not None
+            return Location(uri, "file", path=self.path.joinpath(*parts))
+        if self.scheme == "s3":
+            key = f"{self.key.rstrip('/')}/{suffix}".lstrip("/")
+            return Location(uri, "s3", bucket=self.bucket, key=key)
+        return Location(uri, "http")
+
+
+def pvc_root() -> Path:
+    return Path(os.environ.get("MLPLANE_PVC_ROOT", DEFAULT_PVC_ROOT))
+
+
+def parse_uri(uri: str) -> Location:
+    """Parse a storage URI; raise UserError naming the allowed schemes when unsupported."""
+    if not uri:
+        raise UserError("empty storage URI")
+    parsed = urllib.parse.urlparse(uri)
+    scheme = parsed.scheme.lower()
+    if scheme == "" or (len(scheme) == 1 and os.name == "nt"):
+        return Location(uri, "file", path=Path(uri))
+    if scheme == "file":
+        return Location(uri, "file", path=Path(urllib.parse.unquote(parsed.path)))
+    if scheme == "pvc":
+        claim, rest = parsed.netloc, parsed.path.lstrip("/")
+        if not claim:
+            raise UserError(f"{uri!r}: a pvc:// URI needs a claim name: pvc://<claim>/<path>")
+        path = pvc_root() / claim / rest
+        if ".." in Path(rest).parts:
+            raise UserError(f"{uri!r}: '..' is not allowed in a pvc:// path")
+        return Location(uri, "file", path=path)
+    if scheme == "s3":
+        if not parsed.netloc:
+            raise UserError(f"{uri!r}: an s3:// URI needs a bucket: s3://<bucket>/<key>")
+        return Location(uri, "s3", bucket=parsed.netloc, key=parsed.path.lstrip("/"))
+    if scheme in ("http", "https"):
+        return Location(uri, "http")
+    raise UserError(
+        f"{uri!r}: unsupported URI scheme {scheme!r}; "
+        "allowed: a local path, file://, pvc://, s3://, http://, https://"
+    )
+
+
+def _s3_client() -> Any:
+    try:
+        import boto3  # noqa: PLC0415 - optional dependency (the s3 extra)
+    except ImportError as exc:  # pragma: no cover - depends on the image
+        raise UserError("s3:// URIs need boto3 (install mlplane-runtime[s3])") from exc
+    return boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+
+
+def _s3_error(exc: Exception, location: Location) -> RuntimeFailure:
+    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+    if code in ("NoSuchKey", "404", "NoSuchBucket", "NotFound"):
+        return UserError(f"{location.uri}: object not found")
+    if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+        return UserError(f"{location.uri}: access denied ({code})")
+    return TransientError(f"{location.uri}: storage unreachable: {exc}")
+
+
+def read_bytes(uri: str) -> bytes:
+    """Read the whole object at `uri`."""
+    location = parse_uri(uri)
+    if location.scheme == "file":
+        assert location.path is not None
+        try:
+            return location.path.read_bytes()
+        except FileNotFoundError as exc:
+            raise UserError(f"{uri}: no such file ({location.path})") from exc
+        except IsADirectoryError as exc:
+            raise UserError(f"{uri}: is a directory, expected a file") from exc
+        except PermissionError as exc:
+            raise UserError(f"{uri}: permission denied ({location.path})") from exc
+        except OSError as exc:
+            raise TransientError(f"{uri}: cannot read {location.path}: {exc}") from exc
+    if location.scheme == "s3":
+        client = _s3_client()
+        try:
+            body = client.get_object(Bucket=location.bucket, Key=location.key)["Body"]
+            return bytes(body.read())
+        except Exception as exc:
+            raise _s3_error(exc, location) from exc
+    try:
+        with urllib.request.urlopen(uri, timeout=HTTP_TIMEOUT_SECONDS) as response:
+            return bytes(response.read())
+    except urllib.error.HTTPError as exc:
+        if 400 <= exc.code < 500 and exc.code not in (408, 429):
+            raise UserError(f"{uri}: HTTP {exc.code} {exc.reason}") from exc
+        raise TransientError(f"{uri}: HTTP {exc.code} {exc.reason}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise TransientError(f"{uri}: unreachable: {exc}") from exc
+
+
+def publish_directory(target_uri: str, files: dict[str, bytes], commit_file: str) -> None:
+    """Write `files` under `target_uri` so that no half-written set is ever visible.
+
+    On a file system the files go to a hidden sibling directory that is renamed into
+    place (a previous run with the same id is replaced). On S3, each PUT is atomic and
+    `commit_file` is written last: readers treat the run as complete only once it exists.
+    """
+    location = parse_uri(target_uri)
+    if location.scheme == "http":
+        raise UserError(f"{target_uri}: cannot write to http(s) storage; use pvc://, s3://")
+    if location.scheme == "s3":
+        client = _s3_client()
+        ordered = sorted(files, key=lambda name: name == commit_file)
+        try:
+            for name in ordered:
+                key = location.child(name).key
+                client.put_object(Bucket=location.bucket, Key=key, Body=files[name])
+        except Exception as exc:
+            raise _s3_error(exc, location.child(name)) from exc
+        return
+    assert location.path is not None
+    final = location.path
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    except OSError as exc:
+        raise TransientError(f"{target_uri}: cannot create {final.parent}: {exc}") from exc
+    try:
+        for name, data in files.items():
+            with open(staging / name, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.chmod(staging, 0o755)
+        if final.exists():
+            trash = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(final, trash)
+            os.rename(staging, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(staging, final)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise TransientError(f"{target_uri}: cannot write artifacts: {exc}") from exc

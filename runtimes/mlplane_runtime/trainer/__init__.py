@@ -1,0 +1,1 @@
+"""The trainer runtime (`mlplane-train`): fit, evaluate, convert to ONNX, profile, publish."""

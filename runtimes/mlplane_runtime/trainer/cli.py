@@ -1,0 +1,111 @@
+"""`mlplane-train`: train a model from a TrainingJob spec, or verify an artifact.
+
+Usage::
+
+    mlplane-train --spec spec.yaml --model iris --run run-1 --output pvc://models
+    mlplane-train verify --artifact-uri URI --sha256 HEX [--signature JSON]
+
+The spec comes from ``--spec`` (a JSON or YAML file) or the env var
+``MLPLANE_TRAINING_SPEC`` (JSON); ``--model``, ``--run`` and ``--output`` default to
+``MLPLANE_MODEL``, ``MLPLANE_RUN`` and ``MLPLANE_OUTPUT_URI``, then to the spec's
+``model`` and ``output.storageUri``. Artifacts go to ``<output>/<model>/<run>/``.
+
+The JSON result goes to ``MLPLANE_TERMINATION_LOG`` (default ``/dev/termination-log``)
+and to stdout. Failures are reported as ``{"error": ..., "reason": ...}`` there and on
+stderr.
+
+Exit codes:
+    0  success
+    2  user error that retrying cannot fix: bad spec, bad data, unsupported estimator,
+       parity failure, or (verify) an artifact that fails verification
+    3  transient failure (storage unreachable); retrying may help
+    1  internal error (a bug)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+from mlplane_runtime.artifacts import verify_artifact
+from mlplane_runtime.cli_support import ArgumentParser, env_default, run_main
+from mlplane_runtime.errors import UserError
+from mlplane_runtime.termination import write_result
+from mlplane_runtime.trainer.spec import TrainingSpec, load_spec_file, load_spec_text
+from mlplane_runtime.trainer.train import RunIdentity, train
+
+
+def _train_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="mlplane-train", description="Train, convert and publish.")
+    parser.add_argument("--spec", help="TrainingJob spec file (JSON or YAML)")
+    parser.add_argument("--model", default=env_default("MLPLANE_MODEL"))
+    parser.add_argument("--run", default=env_default("MLPLANE_RUN"), help="run id")
+    parser.add_argument(
+        "--output", default=env_default("MLPLANE_OUTPUT_URI"), help="storage prefix URI"
+    )
+    return parser
+
+
+def _verify_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="mlplane-train verify", description="Verify an artifact.")
+    parser.add_argument("--artifact-uri", required=True)
+    parser.add_argument("--sha256", required=True)
+    parser.add_argument("--signature", help="declared signature as JSON {inputs, outputs}")
+    return parser
+
+
+def _spec(path: str | None) -> TrainingSpec:
+    if path:
+        return load_spec_file(path)
+    text = env_default("MLPLANE_TRAINING_SPEC")
+    if not text:
+        raise UserError("no training spec: pass --spec FILE or set MLPLANE_TRAINING_SPEC")
+    return load_spec_text(text, "MLPLANE_TRAINING_SPEC")
+
+
+def train_command(argv: list[str]) -> int:
+    args = _train_parser().parse_args(argv)
+    spec = _spec(args.spec)
+    output = args.output or spec.storage_uri
+    if not output:
+        raise UserError(
+            "no output location: pass --output, set MLPLANE_OUTPUT_URI or spec.output.storageUri"
+        )
+    identity = RunIdentity(
+        model=args.model or spec.model,
+        run=args.run or time.strftime("run-%Y%m%d-%H%M%S", time.gmtime()),
+        output_uri=output,
+    )
+    write_result(train(spec, identity))
+    return 0
+
+
+def verify_command(argv: list[str]) -> int:
+    args = _verify_parser().parse_args(argv)
+    signature: dict[str, Any] | None = None
+    if args.signature:
+        try:
+            signature = json.loads(args.signature)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"--signature is not valid JSON: {exc}") from exc
+        if not isinstance(signature, dict):
+            raise UserError("--signature must be a JSON object with inputs and outputs")
+    try:
+        result = verify_artifact(args.artifact_uri, args.sha256, signature)
+    except UserError as exc:  # an integrity error is a failed verification too: exit 2
+        raise UserError(f"verification failed: {exc}") from exc
+    write_result(result)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["verify"]:
+        return int(run_main(lambda: verify_command(args[1:])))
+    return int(run_main(lambda: train_command(args)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Training data: scikit-learn's bundled sets, or csv/parquet files by URI."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sklearn import datasets
+
+from mlplane_runtime.artifacts import sha256_hex
+from mlplane_runtime.errors import UserError
+from mlplane_runtime.storage import read_bytes
+from mlplane_runtime.trainer.spec import DatasetSpec
+
+LOADERS = {
+    "iris": datasets.load_iris,
+    "wine": datasets.load_wine,
+    "breast_cancer": datasets.load_breast_cancer,
+    "diabetes": datasets.load_diabetes,
+    "digits": datasets.load_digits,
+}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    features: npt.NDArray[np.float32]
+    target: npt.NDArray[Any]
+    feature_names: list[str]
+    uri: str
+    sha256: str  # of the file's bytes; empty for builtin sets
+
+
+def load_dataset(spec: DatasetSpec) -> Dataset:
+    if spec.builtin:
+        bunch = LOADERS[spec.builtin]()
+        names = [str(n) for n in getattr(bunch, "feature_names", [])]
+        columns = {name: bunch.data[:, i] for i, name in enumerate(names)}
+        features, names = _select(columns, spec.features or tuple(names), "builtin")
+        return Dataset(features, np.asarray(bunch.target), names, f"builtin:{spec.builtin}", "")
+    raw = read_bytes(spec.uri)
+    columns = _read_parquet(raw, spec.uri) if spec.format == "parquet" else _read_csv(raw, spec.uri)
+    if spec.target not in columns:
+        raise UserError(
+            f"spec.dataset.target {spec.target!r} is not a column of {spec.uri}; "
+            f"columns: {', '.join(columns)}"
+        )
+    target = _target(columns.pop(spec.target))
+    features, names = _select(columns, spec.features or tuple(columns), spec.uri)
+    if features.shape[0] < 10:
+        raise UserError(f"{spec.uri}: {features.shape[0]} rows; at least 10 are needed")
+    return Dataset(features, target, names, spec.uri, sha256_hex(raw))
+
+
+def _select(
+    columns: dict[str, Any], wanted: tuple[str, ...], source: str
+) -> tuple[npt.NDArray[np.float32], list[str]]:
+    missing = [name for name in wanted if name not in columns]
+    if missing:
+        raise UserError(
+            f"spec.dataset.features {missing} not found in {source}; columns: {', '.join(columns)}"
+        )
+    if not wanted:
+        raise UserError(f"{source}: no feature columns")
+    arrays = []
+    for name in wanted:
+        try:
+            arrays.append(np.asarray(columns[name], dtype=np.float64))
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"{source}: feature column {name!r} is not numeric: {exc}") from exc
+    features = np.column_stack(arrays)
+    if not np.isfinite(features).all():
+        bad = sorted({wanted[j] for j in np.argwhere(~np.isfinite(features))[:, 1]})
+        raise UserError(f"{source}: missing or non-finite values in feature columns {bad}")
+    return features.astype(np.float32), list(wanted)
+
+
+def _target(values: list[Any] | npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """Numeric targets become numbers (integers when all whole); others stay strings."""
+    array = np.asarray(values)
+    if array.dtype.kind in "iufb":
+        numeric = array.astype(np.float64)
+    else:
+        try:
+            numeric = np.asarray([float(v) for v in array])
+        except ValueError:
+            return array.astype(str)
+    if np.all(np.isfinite(numeric)) and np.all(numeric == np.round(numeric)):
+        return numeric.astype(np.int64)
+    return numeric
+
+
+def _read_csv(raw: bytes, uri: str) -> dict[str, list[Any]]:
+    try:
+        reader = csv.reader(io.StringIO(raw.decode("utf-8-sig")))
+        header = next(reader)
+        rows = [row for row in reader if row]
+    except (UnicodeDecodeError, StopIteration, csv.Error) as exc:
+        raise UserError(f"{uri}: not a readable csv file: {exc}") from exc
+    columns: dict[str, list[Any]] = {name.strip(): [] for name in header}
+    names = list(columns)
+    for line, row in enumerate(rows, start=2):
+        if len(row) != len(names):
+            raise UserError(f"{uri}: line {line} has {len(row)} fields, header has {len(names)}")
+        for name, value in zip(names, row, strict=True):
+            columns[name].append(_cell(value))
+    return columns
+
+
+def _cell(value: str) -> Any:
+    text = value.strip()
+    if text == "":
+        return float("nan")
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _read_parquet(raw: bytes, uri: str) -> dict[str, Any]:
+    try:
+        import pyarrow.parquet as pq  # noqa: PLC0415 - optional dependency (the parquet extra)
+    except ImportError as exc:  # pragma: no cover - depends on the image
+        raise UserError("parquet needs pyarrow (install mlplane-runtime[parquet])") from exc
+    try:
+        table = pq.read_table(io.BytesIO(raw))
+    except Exception as exc:  # pyarrow raises ArrowInvalid and others
+        raise UserError(f"{uri}: not a readable parquet file: {exc}") from exc
+    return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}

@@ -1,0 +1,171 @@
+"""One training run: load, split, fit, evaluate, convert, check parity, profile, publish."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime
+import skl2onnx
+import sklearn
+from sklearn.base import BaseEstimator
+from sklearn.model_selection import train_test_split
+
+import mlplane_runtime
+from mlplane_runtime.artifacts import MODEL_FILE, new_session, session_signature, sha256_hex
+from mlplane_runtime.errors import UserError
+from mlplane_runtime.profile import build_profile
+from mlplane_runtime.storage import parse_uri, publish_directory
+from mlplane_runtime.trainer.convert import check_parity, to_onnx
+from mlplane_runtime.trainer.data import Dataset, load_dataset
+from mlplane_runtime.trainer.estimators import build_estimator, is_classification
+from mlplane_runtime.trainer.evaluation import check_metrics, evaluate
+from mlplane_runtime.trainer.spec import TrainingSpec
+
+METRICS_FILE = "metrics.json"
+PROFILE_FILE = "profile.json"
+MANIFEST_FILE = "manifest.json"
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    model: str
+    run: str
+    output_uri: str
+
+
+def library_versions() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        "mlplane-runtime": mlplane_runtime.__version__,
+        "scikit-learn": sklearn.__version__,
+        "skl2onnx": skl2onnx.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def _split(data: Dataset, spec: TrainingSpec, classification: bool) -> tuple[Any, ...]:
+    stratify = data.target if classification else None
+    try:
+        return tuple(
+            train_test_split(
+                data.features,
+                data.target,
+                test_size=spec.validation.test_size,
+                random_state=spec.validation.seed,
+                stratify=stratify,
+            )
+        )
+    except ValueError:
+        # Stratification fails on classes with a single member; fall back to a plain split.
+        return tuple(
+            train_test_split(
+                data.features,
+                data.target,
+                test_size=spec.validation.test_size,
+                random_state=spec.validation.seed,
+            )
+        )
+
+
+def _fit(estimator: BaseEstimator, x: Any, y: Any) -> None:
+    try:
+        estimator.fit(x, y)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"fitting {type(estimator).__name__} failed: {exc}") from exc
+
+
+def _scores(estimator: BaseEstimator, x: Any) -> Any:
+    return estimator.predict_proba(x) if hasattr(estimator, "predict_proba") else None
+
+
+def _json(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, indent=2, sort_keys=True).encode()
+
+
+def train(spec: TrainingSpec, identity: RunIdentity) -> dict[str, Any]:
+    """Run the whole training and return the compact result for the termination log."""
+    started = time.monotonic()
+    classification = is_classification(spec.estimator)
+    metric_names = check_metrics(spec.validation.metrics, classification)
+    estimator = build_estimator(spec.estimator, spec.validation.seed)
+    data = load_dataset(spec.dataset)
+    if classification and data.target.dtype.kind == "f":
+        raise UserError(
+            f"{spec.estimator.class_name} is a classifier but target {spec.dataset.target!r} "
+            "has fractional values; use a regressor"
+        )
+    x_train, x_test, y_train, y_test = _split(data, spec, classification)
+    _fit(estimator, x_train, y_train)
+    metrics = evaluate(metric_names, y_test, estimator.predict(x_test), _scores(estimator, x_test))
+
+    model_bytes = to_onnx(estimator, data.features.shape[1], classification)
+    parity = check_parity(model_bytes, estimator, x_test, classification)
+    signature = session_signature(new_session(model_bytes))
+    profile = build_profile(
+        x_train, data.feature_names, y_train, estimator.predict(x_train), classification
+    )
+    profile["featureOrder"] = data.feature_names
+
+    libraries = library_versions()
+    run_uri = parse_uri(identity.output_uri).child(identity.model, identity.run).uri
+    metrics_doc = {"holdout": metrics, "parity": parity, "rows": _rows(x_train, x_test)}
+    files = {
+        MODEL_FILE: model_bytes,
+        METRICS_FILE: _json(metrics_doc),
+        PROFILE_FILE: _json(profile),
+    }
+    digests = {name: digests_of(data) for name, data in files.items()}
+    estimator_info = {
+        "class": spec.estimator.class_name,
+        "params": spec.estimator.params,
+        "preprocessing": list(spec.estimator.preprocessing),
+    }
+    dataset_info = {"uri": data.uri, "sha256": data.sha256, "features": data.feature_names}
+    manifest = {
+        "model": identity.model,
+        "run": identity.run,
+        "createdAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "files": digests,
+        "signature": signature,
+        "task": "classification" if classification else "regression",
+        "metrics": metrics,
+        "dataset": dataset_info,
+        "estimator": estimator_info,
+        "libraries": libraries,
+    }
+    files[MANIFEST_FILE] = _json(manifest)
+    publish_directory(run_uri, files, commit_file=MANIFEST_FILE)
+
+    return {
+        "model": identity.model,
+        "run": identity.run,
+        "artifact": {
+            "uri": f"{run_uri}/{MODEL_FILE}",
+            "format": "onnx",
+            **digests[MODEL_FILE],
+        },
+        "signature": signature,
+        "metrics": metrics,
+        "baseline": {"uri": f"{run_uri}/{PROFILE_FILE}", **digests[PROFILE_FILE]},
+        "manifest": {"uri": f"{run_uri}/{MANIFEST_FILE}", **digests_of(files[MANIFEST_FILE])},
+        "dataset": {"uri": data.uri, "sha256": data.sha256},
+        "estimator": estimator_info,
+        "libraries": libraries,
+        "durationSeconds": round(time.monotonic() - started, 3),
+    }
+
+
+def _rows(x_train: Any, x_test: Any) -> dict[str, int]:
+    return {"train": len(x_train), "test": len(x_test)}
+
+
+def digests_of(data: bytes) -> dict[str, Any]:
+    return {"sha256": sha256_hex(data), "sizeBytes": len(data)}
