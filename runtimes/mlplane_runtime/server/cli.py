@@ -1,0 +1,124 @@
+"""`mlplane-serve`: serve one ONNX model over KServe V2 and V1 REST.
+
+Every flag has an environment variable (``MLPLANE_MODEL_URI``, ``MLPLANE_MODEL_NAME``,
+``MLPLANE_MODEL_VERSION``, ``MLPLANE_MODEL_SHA256``, ``MLPLANE_HOST``, ``MLPLANE_PORT``,
+``MLPLANE_THREADS``, ``MLPLANE_MAX_BODY_BYTES``, ``MLPLANE_MONITOR_URL``,
+``MLPLANE_SAMPLE_RATE``, ``MLPLANE_GRACE_SECONDS``).
+
+The server listens at once (live), loads and verifies the artifact, and only then reports
+ready. Exit codes: 0 after a graceful shutdown (SIGTERM), 2 bad arguments or an
+artifact that does not load, 3 storage unreachable, 4 sha256 mismatch (never ready).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from mlplane_runtime.cli_support import ArgumentParser, env_default, run_main
+from mlplane_runtime.errors import RuntimeFailure, UserError
+from mlplane_runtime.httpserver import HttpServer, install_signal_handlers, new_event_loop
+from mlplane_runtime.server import metrics
+from mlplane_runtime.server.dataplane import DataPlane
+from mlplane_runtime.server.model import OnnxModel
+from mlplane_runtime.server.rest import RestApp
+from mlplane_runtime.server.sampler import Sampler
+
+log = logging.getLogger("mlplane.serve")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = ArgumentParser(prog="mlplane-serve", description="Serve an ONNX model (KServe V1/V2).")
+    p.add_argument("--model-uri", default=env_default("MLPLANE_MODEL_URI"))
+    p.add_argument("--model-name", default=env_default("MLPLANE_MODEL_NAME"))
+    p.add_argument("--model-version", default=env_default("MLPLANE_MODEL_VERSION"))
+    p.add_argument("--sha256", default=env_default("MLPLANE_MODEL_SHA256"))
+    p.add_argument("--host", default=env_default("MLPLANE_HOST", "0.0.0.0"))
+    p.add_argument("--port", type=int, default=int(env_default("MLPLANE_PORT", "8080")))
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=int(env_default("MLPLANE_THREADS", "1")),
+        help="ONNX Runtime intra-op threads (default 1)",
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=int(env_default("MLPLANE_MAX_BODY_BYTES", str(8 * 1024 * 1024))),
+    )
+    p.add_argument(
+        "--monitor-url",
+        default=env_default("MLPLANE_MONITOR_URL"),
+        help="monitor sidecar, e.g. http://127.0.0.1:8081",
+    )
+    p.add_argument(
+        "--sample-rate", type=float, default=float(env_default("MLPLANE_SAMPLE_RATE", "1.0"))
+    )
+    p.add_argument(
+        "--grace-seconds", type=float, default=float(env_default("MLPLANE_GRACE_SECONDS", "25"))
+    )
+    args: argparse.Namespace = p.parse_args(argv)
+    if not args.model_uri or not args.model_name:
+        p.error("--model-uri and --model-name are required (or MLPLANE_MODEL_URI/_NAME)")
+    if args.threads < 1 or args.max_body_bytes < 1024 or not 0 <= args.sample_rate <= 1:
+        p.error("--threads >= 1, --max-body-bytes >= 1024 and 0 <= --sample-rate <= 1")
+    return args
+
+
+async def serve(args: argparse.Namespace) -> int:
+    model = OnnxModel(
+        args.model_name, args.model_version, args.model_uri, args.sha256, args.threads
+    )
+    sampler = Sampler(args.monitor_url, rate=args.sample_rate) if args.monitor_url else None
+    plane = DataPlane(model, sampler)
+    server = HttpServer(RestApp(plane), args.max_body_bytes)
+    port = await server.start(args.host, args.port)
+    log.info("listening on %s:%d (live; loading %s)", args.host, port, args.model_uri)
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, model.load)
+    except RuntimeFailure as exc:
+        log.error("not ready: %s", exc)
+        await server.shutdown(grace_seconds=0)
+        raise
+    metrics.MODEL_INFO.labels(model.name, model.version, model.sha256[:12]).set(1)
+    metrics.MODEL_READY.set(1)
+    log.info("ready: model %s version %r sha256 %s", model.name, model.version, model.sha256)
+    if sampler is not None:
+        sampler.start()
+    await stop.wait()
+    log.info("SIGTERM: draining connections (up to %.0fs)", args.grace_seconds)
+    plane.draining = True
+    metrics.MODEL_READY.set(0)
+    await server.shutdown(args.grace_seconds)
+    if sampler is not None:
+        sampler.stop()
+    log.info("stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+    def body() -> int:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        loop = new_event_loop()
+        try:
+            return int(loop.run_until_complete(serve(args)))
+        except ValueError as exc:  # a bad --monitor-url
+            raise UserError(str(exc)) from exc
+        finally:
+            loop.close()
+
+    return int(run_main(body))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""Open Inference Protocol (V2) and KServe V1 bodies <-> numpy, with the binary tensor
+data extension that `tritonclient.http` uses by default.
+
+Everything that can be wrong in a body raises RequestError (a 4xx with a message).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from mlplane_runtime.server.model import OIP_TO_NUMPY
+
+MAX_RANK = 8
+MAX_ELEMENTS = 1 << 24  # per tensor; the body limit usually binds first
+
+Array = npt.NDArray[Any]
+
+_ACCEPTED_KINDS = {"f": "fiu", "i": "iu", "u": "iu", "b": "b"}
+
+
+class RequestError(Exception):
+    """A client mistake: answered with `status` (4xx) and a JSON error message."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(slots=True)
+class RequestedOutput:
+    name: str
+    binary: bool
+
+
+@dataclass(slots=True)
+class InferenceRequest:
+    id: str | None
+    inputs: dict[str, Array]
+    datatypes: dict[str, str]
+    outputs: list[RequestedOutput] | None
+    binary_outputs: bool  # the request-wide default (binary_data_output)
+
+
+def loads(body: bytes | memoryview) -> Any:
+    if not body:
+        raise RequestError("empty request body; expected a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(f"request body is not valid JSON: {exc}") from exc
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise RequestError(f"{where} must be a JSON object")
+    return value
+
+
+def _shape(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or len(value) > MAX_RANK:
+        raise RequestError(f"{where}.shape must be a list of at most {MAX_RANK} integers")
+    for dim in value:
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
+            raise RequestError(f"{where}.shape must hold non-negative integers, got {value}")
+    if math.prod(value) > MAX_ELEMENTS:
+        raise RequestError(f"{where}.shape {value} has more than {MAX_ELEMENTS} elements")
+    return tuple(value)
+
+
+def _from_json(data: Any, datatype: str, shape: tuple[int, ...], where: str) -> Array:
+    dtype = OIP_TO_NUMPY[datatype]
+    try:
+        array = np.asarray(data)
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise RequestError(f"{where}.data is not a rectangular array of numbers: {exc}") from exc
+    if array.dtype.kind not in _ACCEPTED_KINDS[np.dtype(dtype).kind]:
+        raise RequestError(f"{where}.data does not hold {datatype} values")
+    if array.size != math.prod(shape):
+        raise RequestError(
+            f"{where}.data has {array.size} elements but shape {list(shape)} needs "
+            f"{math.prod(shape)}"
+        )
+    return array.astype(dtype, copy=False).reshape(shape)
+
+
+def _from_binary(chunk: memoryview, datatype: str, shape: tuple[int, ...], where: str) -> Array:
+    dtype = np.dtype(OIP_TO_NUMPY[datatype])
+    expected = math.prod(shape) * dtype.itemsize
+    if len(chunk) != expected:
+        raise RequestError(
+            f"{where}: binary data has {len(chunk)} bytes, shape {list(shape)} of {datatype} "
+            f"needs {expected}"
+        )
+    return np.frombuffer(chunk, dtype=dtype).reshape(shape)
+
+
+def decode_v2(body: bytes, json_length: int | None) -> InferenceRequest:
+    """Parse a V2 inference request (JSON, or JSON then binary tensors)."""
+    view = memoryview(body)
+    if json_length is not None:
+        if json_length > len(body):
+            raise RequestError(
+                f"Inference-Header-Content-Length {json_length} exceeds the body size {len(body)}"
+            )
+        document, binary, offset = loads(view[:json_length]), view, json_length
+    else:
+        document, binary, offset = loads(view), view, len(body)
+    document = _object(document, "the request")
+    raw_inputs = document.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise RequestError("'inputs' must be a non-empty list of tensors")
+    inputs: dict[str, Array] = {}
+    datatypes: dict[str, str] = {}
+    for index, raw in enumerate(raw_inputs):
+        where = f"inputs[{index}]"
+        tensor = _object(raw, where)
+        name = tensor.get("name")
+        if not isinstance(name, str) or not name:
+            raise RequestError(f"{where}.name must be a non-empty string")
+        where = f"input {name!r}"
+        if name in inputs:
+            raise RequestError(f"{where} is given twice")
+        datatype = tensor.get("datatype")
+        if not isinstance(datatype, str) or datatype not in OIP_TO_NUMPY:
+            raise RequestError(
+                f"{where}: datatype {datatype!r} is not supported; "
+                f"allowed: {', '.join(OIP_TO_NUMPY)}"
+            )
+        shape = _shape(tensor.get("shape"), where)
+        parameters = _object(tensor.get("parameters") or {}, f"{where}.parameters")
+        size = parameters.get("binary_data_size")
+        if size is not None:
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise RequestError(f"{where}: binary_data_size must be a non-negative integer")
+            if offset + size > len(body):
+                raise RequestError(f"{where}: binary_data_size {size} runs past the body")
+            inputs[name] = _from_binary(binary[offset : offset + size], datatype, shape, where)
+            offset += size
+        elif "data" in tensor:
+            inputs[name] = _from_json(tensor["data"], datatype, shape, where)
+        else:
+            raise RequestError(f"{where} has no 'data'")
+        datatypes[name] = datatype
+    if offset != len(body):
+        raise RequestError(f"{len(body) - offset} bytes of binary data belong to no input")
+    request_parameters = _object(document.get("parameters") or {}, "parameters")
+    binary_default = request_parameters.get("binary_data_output") is True
+    request_id = document.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise RequestError("'id' must be a string")
+    return InferenceRequest(
+        id=request_id,
+        inputs=inputs,
+        datatypes=datatypes,
+        outputs=_outputs(document.get("outputs"), binary_default),
+        binary_outputs=binary_default,
+    )
+
+
+def _outputs(raw: Any, binary_default: bool) -> list[RequestedOutput] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise RequestError("'outputs' must be a list of {name} objects")
+    requested = []
+    for index, item in enumerate(raw):
+        output = _object(item, f"outputs[{index}]")
+        name = output.get("name")
+        if not isinstance(name, str):
+            raise RequestError(f"outputs[{index}].name must be a string")
+        parameters = _object(output.get("parameters") or {}, f"outputs[{index}].parameters")
+        binary = parameters.get("binary_data", binary_default) is True
+        requested.append(RequestedOutput(name, binary))
+    return requested
+
+
+def _bytes_tensor(array: Array) -> bytes:
+    items = [str(v).encode() if not isinstance(v, bytes) else v for v in array.ravel()]
+    return b"".join(struct.pack("<I", len(item)) + item for item in items)
+
+
+def encode_v2(
+    header: dict[str, Any], outputs: list[tuple[str, str, Array, bool]]
+) -> tuple[bytes, int | None]:
+    """The V2 response body, and the JSON length when binary tensors follow it."""
+    entries = []
+    chunks: list[bytes] = []
+    for name, datatype, array, binary in outputs:
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if binary:
+            chunk = _bytes_tensor(array) if datatype == "BYTES" else array.tobytes()
+            entry["parameters"] = {"binary_data_size": len(chunk)}
+            chunks.append(chunk)
+        elif array.dtype.kind in "OUS":
+            entry["data"] = [str(v) for v in array.ravel()]
+        else:
+            entry["data"] = array.ravel()
+        entries.append(entry)
+    header["outputs"] = entries
+    text = orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not chunks:
+        return text, None
+    return b"".join([text, *chunks]), len(text)
+
+
+def decode_v1(body: bytes) -> Array:
+    """KServe V1: {"instances": [[...], ...]} as a 2-D float32 array."""
+    document = _object(loads(body), "the request")
+    instances = document.get("instances")
+    if not isinstance(instances, list) or not instances:
+        raise RequestError("'instances' must be a non-empty list of rows")
+    if len(instances) > MAX_ELEMENTS:
+        raise RequestError(f"too many instances (limit {MAX_ELEMENTS})")
+    try:
+        array = np.asarray(instances)
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise RequestError(f"'instances' is not a rectangular array of numbers: {exc}") from exc
+    if array.dtype.kind not in "fiu":
+        raise RequestError("'instances' must hold numbers")
+    if array.ndim != 2:
+        raise RequestError(f"'instances' must be a list of rows (2-D), got {array.ndim}-D")
+    return array.astype(np.float32, copy=False)
+
+
+def to_list(array: Array) -> list[Any]:
+    if array.dtype.kind in "OUS":
+        return [str(v) for v in array.ravel()]
+    result: list[Any] = array.tolist()
+    return result

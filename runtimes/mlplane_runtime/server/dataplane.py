@@ -1,0 +1,133 @@
+"""The data plane both protocols share: model lookup, input checks, predict, sampling."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+import mlplane_runtime
+from mlplane_runtime.server import metrics
+from mlplane_runtime.server.codec import Array, InferenceRequest, RequestedOutput, RequestError
+from mlplane_runtime.server.model import OnnxModel, TensorSpec
+
+
+class SampleSink(Protocol):
+    def offer(self, rows: Array, predictions: Array | None) -> None: ...
+
+
+class DataPlane:
+    def __init__(self, model: OnnxModel, sampler: SampleSink | None = None) -> None:
+        self.model = model
+        self.sampler = sampler
+        self.draining = False
+
+    # health and metadata
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        return self.model.ready and not self.draining
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {
+            "name": "mlplane",
+            "version": mlplane_runtime.__version__,
+            "extensions": ["binary_tensor_data"],
+        }
+
+    def get_model(self, name: str, version: str | None = None) -> OnnxModel:
+        model = self.model
+        if name != model.name:
+            raise RequestError(f"model {name!r} not found; this server serves {model.name!r}", 404)
+        if version is not None and model.version and version != model.version:
+            raise RequestError(
+                f"version {version!r} of model {name!r} not found; served: {model.version!r}", 404
+            )
+        return model
+
+    def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
+        metadata: dict[str, Any] = self._ready_model(name, version).metadata()
+        return metadata
+
+    def _ready_model(self, name: str, version: str | None) -> OnnxModel:
+        model = self.get_model(name, version)
+        if not model.ready:
+            raise RequestError(f"model {name!r} is not ready yet", 503)
+        return model
+
+    # inference
+    def infer(
+        self, name: str, version: str | None, request: InferenceRequest
+    ) -> tuple[dict[str, Any], list[tuple[str, str, Array, bool]]]:
+        """V2 inference: the response header fields and the (name, datatype, array,
+        binary) outputs to encode."""
+        model = self._ready_model(name, version)
+        for spec in model.inputs:
+            if spec.name not in request.inputs:
+                raise RequestError(
+                    f"missing input {spec.name!r}; the model expects "
+                    f"{[s.metadata() for s in model.inputs]}"
+                )
+            _check_tensor(spec, request.datatypes[spec.name], request.inputs[spec.name])
+        if len(request.inputs) != len(model.inputs):
+            known = {spec.name for spec in model.inputs}
+            unknown = sorted(set(request.inputs) - known)
+            raise RequestError(f"unknown input(s) {unknown}; model inputs: {sorted(known)}")
+        by_name = {spec.name: spec for spec in model.outputs}
+        wanted = request.outputs
+        if wanted is None:
+            wanted = [RequestedOutput(spec.name, request.binary_outputs) for spec in model.outputs]
+        for item in wanted:
+            if item.name not in by_name:
+                raise RequestError(
+                    f"unknown output {item.name!r}; model outputs: {sorted(by_name)}"
+                )
+        results = self._predict(model, request.inputs)
+        outputs = [
+            (item.name, by_name[item.name].datatype, results[item.name], item.binary)
+            for item in wanted
+        ]
+        header: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
+        if request.id is not None:
+            header["id"] = request.id
+        return header, outputs
+
+    def predict_v1(self, name: str, instances: Array) -> list[Any]:
+        """V1 predict: one prediction per instance (the label, or the regression value)."""
+        model = self._ready_model(name, None)
+        spec = model.inputs[0]
+        if len(model.inputs) != 1:
+            raise RequestError("the V1 protocol needs a model with a single input; use V2")
+        _check_tensor(spec, spec.datatype, instances.astype(np.float32, copy=False))
+        results = self._predict(model, {spec.name: instances})
+        first = results[model.outputs[0].name]
+        return (
+            first.ravel().tolist()
+            if first.dtype.kind not in "OUS"
+            else [str(v) for v in first.ravel()]
+        )
+
+    def _predict(self, model: OnnxModel, inputs: dict[str, Array]) -> dict[str, Array]:
+        results: dict[str, Array] = model.predict(inputs)
+        first_input = next(iter(inputs.values()))
+        metrics.ROWS.inc(first_input.shape[0] if first_input.ndim else 1)
+        if self.sampler is not None and len(inputs) == 1:
+            self.sampler.offer(first_input, results[model.outputs[0].name])
+        return results
+
+
+def _check_tensor(spec: TensorSpec, datatype: str, array: Array) -> None:
+    if array.size == 0:
+        raise RequestError(f"input {spec.name!r}: no data (shape {list(array.shape)})")
+    if datatype != spec.datatype:
+        raise RequestError(
+            f"input {spec.name!r}: datatype {datatype} does not match the model's {spec.datatype}"
+        )
+    if array.ndim != len(spec.shape) or any(
+        want not in (-1, have) for want, have in zip(spec.shape, array.shape, strict=True)
+    ):
+        raise RequestError(
+            f"input {spec.name!r}: shape {list(array.shape)} does not match the model's "
+            f"{list(spec.shape)} (-1 is any size)"
+        )

@@ -1,0 +1,40 @@
+"""Prometheus collectors of the server, on their own registry (never the default one)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+REQUESTS = Counter(
+    "mlplane_requests",
+    "HTTP requests by protocol (v1, v2, health, metrics, other) and status code.",
+    ["protocol", "code"],
+    registry=REGISTRY,
+)
+LATENCY = Histogram(
+    "mlplane_request_duration_seconds",
+    "Time to handle an inference request, by protocol.",
+    ["protocol"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+    registry=REGISTRY,
+)
+ROWS = Counter("mlplane_predicted_rows", "Rows predicted.", registry=REGISTRY)
+MODEL_INFO = Gauge(
+    "mlplane_model_info",
+    "The served model (1 once loaded): name, version and sha256 prefix.",
+    ["model", "version", "sha256"],
+    registry=REGISTRY,
+)
+MODEL_READY = Gauge(
+    "mlplane_model_ready", "1 when the model is loaded and ready.", registry=REGISTRY
+)
+SAMPLES_SENT = Counter(
+    "mlplane_samples_sent", "Rows handed to the monitor sidecar.", registry=REGISTRY
+)
+SAMPLES_DROPPED = Counter(
+    "mlplane_samples_dropped",
+    "Sampled rows dropped instead of delaying a request (queue full, or sending failed).",
+    ["reason"],
+    registry=REGISTRY,
+)

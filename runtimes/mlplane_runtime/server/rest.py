@@ -1,0 +1,145 @@
+"""The REST transport: HTTP requests to data-plane calls, for KServe V2 and V1.
+
+Routes::
+
+    GET  /v2/health/live | /v2/health/ready | /v2
+    GET  /v2/models/{name}[/versions/{v}]        model metadata
+    GET  /v2/models/{name}[/versions/{v}]/ready
+    POST /v2/models/{name}[/versions/{v}]/infer
+    GET  /v1/models | /v1/models/{name}
+    POST /v1/models/{name}:predict
+    GET  /metrics
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from mlplane_runtime.httpserver import Request, Response, error_response, json_response
+from mlplane_runtime.server import metrics
+from mlplane_runtime.server.codec import RequestError, decode_v1, decode_v2, encode_v2
+from mlplane_runtime.server.dataplane import DataPlane
+
+HEADER_LENGTH = "inference-header-content-length"
+
+
+class RestApp:
+    """Callable HTTP application over one DataPlane."""
+
+    def __init__(self, dataplane: DataPlane) -> None:
+        self.dataplane = dataplane
+        self._counters: dict[tuple[str, int], Callable[[], None]] = {}
+        self._latency = {p: metrics.LATENCY.labels(p) for p in ("v1", "v2")}
+
+    def __call__(self, request: Request) -> Response:
+        started = time.perf_counter()
+        protocol = _protocol(request.path)
+        try:
+            response = self._route(request)
+        except RequestError as exc:
+            response = error_response(exc.status, str(exc))
+        if protocol in self._latency:
+            self._latency[protocol].observe(time.perf_counter() - started)
+        self._count(protocol, response.status)
+        return response
+
+    def _count(self, protocol: str, status: int) -> None:
+        key = (protocol, status)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = metrics.REQUESTS.labels(protocol, str(status)).inc
+            self._counters[key] = counter
+        counter()
+
+    def _route(self, request: Request) -> Response:
+        parts = request.path.strip("/").split("/")
+        head = parts[0]
+        if head == "v2":
+            return self._v2(request, parts[1:])
+        if head == "v1":
+            return self._v1(request, parts[1:])
+        if request.path == "/metrics":
+            _method(request, "GET")
+            return Response(200, generate_latest(metrics.REGISTRY), CONTENT_TYPE_LATEST.encode())
+        raise RequestError(f"no route for {request.method} {request.path}", 404)
+
+    def _v2(self, request: Request, parts: list[str]) -> Response:
+        plane = self.dataplane
+        if not parts or parts == [""]:
+            _method(request, "GET")
+            return json_response(200, plane.server_metadata())
+        if parts[0] == "health" and len(parts) == 2 and parts[1] in ("live", "ready"):
+            _method(request, "GET")
+            ok = plane.live() if parts[1] == "live" else plane.ready()
+            return json_response(200 if ok else 503, {parts[1]: ok})
+        if parts[0] != "models" or len(parts) < 2:
+            raise RequestError(f"no route for {request.method} {request.path}", 404)
+        name, rest = parts[1], parts[2:]
+        version: str | None = None
+        if rest[:1] == ["versions"] and len(rest) >= 2:
+            version, rest = rest[1], rest[2:]
+        if not rest:
+            _method(request, "GET")
+            return json_response(200, plane.model_metadata(name, version))
+        if rest == ["ready"]:
+            _method(request, "GET")
+            model = plane.get_model(name, version)
+            ready = model.ready and plane.ready()
+            return json_response(200 if ready else 503, {"name": name, "ready": ready})
+        if rest == ["infer"]:
+            _method(request, "POST")
+            return self._infer(request, name, version)
+        raise RequestError(f"no route for {request.method} {request.path}", 404)
+
+    def _infer(self, request: Request, name: str, version: str | None) -> Response:
+        json_length = request.headers.get(HEADER_LENGTH)
+        length: int | None = None
+        if json_length is not None:
+            if not json_length.isdigit():
+                raise RequestError(f"{HEADER_LENGTH} must be an integer")
+            length = int(json_length)
+        header, outputs = self.dataplane.infer(name, version, decode_v2(request.body, length))
+        body, binary_from = encode_v2(header, outputs)
+        if binary_from is None:
+            return Response(200, body)
+        return Response(
+            200,
+            body,
+            b"application/octet-stream",
+            [(HEADER_LENGTH.encode(), str(binary_from).encode())],
+        )
+
+    def _v1(self, request: Request, parts: list[str]) -> Response:
+        plane = self.dataplane
+        if parts == ["models"]:
+            _method(request, "GET")
+            return json_response(200, {"models": [plane.model.name]})
+        if len(parts) != 2 or parts[0] != "models":
+            raise RequestError(f"no route for {request.method} {request.path}", 404)
+        target = parts[1]
+        if target.endswith(":predict"):
+            _method(request, "POST")
+            predictions = plane.predict_v1(target[: -len(":predict")], decode_v1(request.body))
+            return json_response(200, {"predictions": predictions})
+        _method(request, "GET")
+        model = plane.get_model(target)
+        return json_response(200, {"name": model.name, "ready": model.ready and plane.ready()})
+
+
+def _method(request: Request, allowed: str) -> None:
+    if request.method != allowed:
+        raise RequestError(f"method {request.method} is not allowed here; use {allowed}", 405)
+
+
+def _protocol(path: str) -> str:
+    """The `protocol` label of a request, from its path alone."""
+    if path.startswith("/v2/health/") or path.endswith("/ready"):
+        return "health"
+    if path.startswith("/v2"):
+        return "v2"
+    if path.startswith("/v1"):
+        return "v1"
+    return "metrics" if path == "/metrics" else "other"
