@@ -16,6 +16,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import Any
 
 import httptools
 import orjson
@@ -44,6 +45,25 @@ class Response:
 
 
 Application = Callable[[Request], Response]
+
+
+class RequestError(Exception):
+    """A client mistake: answered with `status` (4xx) and a JSON error message."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def parse_json(body: bytes | memoryview) -> Any:
+    """The JSON document in a request body; RequestError when there is none."""
+    if not body:
+        raise RequestError("empty request body; expected a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(f"request body is not valid JSON: {exc}") from exc
+
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from mlplane_runtime.httpserver import RequestError, parse_json
 from mlplane_runtime.server.model import OIP_TO_NUMPY
 
 MAX_RANK = 8
@@ -23,14 +24,6 @@ MAX_ELEMENTS = 1 << 24  # per tensor; the body limit usually binds first
 Array = npt.NDArray[Any]
 
 _ACCEPTED_KINDS = {"f": "fiu", "i": "iu", "u": "iu", "b": "b"}
-
-
-class RequestError(Exception):
-    """A client mistake: answered with `status` (4xx) and a JSON error message."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(slots=True)
@@ -46,15 +39,6 @@ class InferenceRequest:
     datatypes: dict[str, str]
     outputs: list[RequestedOutput] | None
     binary_outputs: bool  # the request-wide default (binary_data_output)
-
-
-def loads(body: bytes | memoryview) -> Any:
-    if not body:
-        raise RequestError("empty request body; expected a JSON object")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise RequestError(f"request body is not valid JSON: {exc}") from exc
 
 
 def _object(value: Any, where: str) -> dict[str, Any]:
@@ -109,9 +93,9 @@ def decode_v2(body: bytes, json_length: int | None) -> InferenceRequest:
             raise RequestError(
                 f"Inference-Header-Content-Length {json_length} exceeds the body size {len(body)}"
             )
-        document, binary, offset = loads(view[:json_length]), view, json_length
+        document, binary, offset = parse_json(view[:json_length]), view, json_length
     else:
-        document, binary, offset = loads(view), view, len(body)
+        document, binary, offset = parse_json(view), view, len(body)
     document = _object(document, "the request")
     raw_inputs = document.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
@@ -212,7 +196,7 @@ def encode_v2(
 
 def decode_v1(body: bytes) -> Array:
     """KServe V1: {"instances": [[...], ...]} as a 2-D float32 array."""
-    document = _object(loads(body), "the request")
+    document = _object(parse_json(body), "the request")
     instances = document.get("instances")
     if not isinstance(instances, list) or not instances:
         raise RequestError("'instances' must be a non-empty list of rows")

@@ -7,8 +7,9 @@ from typing import Any, Protocol
 import numpy as np
 
 import mlplane_runtime
+from mlplane_runtime.httpserver import RequestError
 from mlplane_runtime.server import metrics
-from mlplane_runtime.server.codec import Array, InferenceRequest, RequestedOutput, RequestError
+from mlplane_runtime.server.codec import Array, InferenceRequest, RequestedOutput
 from mlplane_runtime.server.model import OnnxModel, TensorSpec
 
 

@@ -18,9 +18,15 @@ from collections.abc import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from mlplane_runtime.httpserver import Request, Response, error_response, json_response
+from mlplane_runtime.httpserver import (
+    Request,
+    RequestError,
+    Response,
+    error_response,
+    json_response,
+)
 from mlplane_runtime.server import metrics
-from mlplane_runtime.server.codec import RequestError, decode_v1, decode_v2, encode_v2
+from mlplane_runtime.server.codec import decode_v1, decode_v2, encode_v2
 from mlplane_runtime.server.dataplane import DataPlane
 
 HEADER_LENGTH = "inference-header-content-length"

@@ -32,8 +32,8 @@ class Sampler:
         monitor_url: str,
         *,
         rate: float = 1.0,
-        max_pending: int = 1024,
-        interval: float = 0.5,
+        max_pending: int = 8192,
+        interval: float = 0.25,
         timeout: float = 2.0,
         random_source: Callable[[], float] = random.random,
     ) -> None:

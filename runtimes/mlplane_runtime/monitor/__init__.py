@@ -1,0 +1,1 @@
+"""The drift monitor sidecar (`mlplane-monitor`): served rows versus the training profile."""

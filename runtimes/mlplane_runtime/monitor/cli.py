@@ -1,0 +1,109 @@
+"""`mlplane-monitor`: the drift sidecar.
+
+    mlplane-monitor --baseline-uri URI [--baseline-sha256 HEX] [--host 0.0.0.0]
+                    [--port 8081] [--method psi|ks] [--threshold T]
+                    [--min-samples 100] [--window 1000]
+
+Flags default to env vars ``MLPLANE_BASELINE_URI``, ``MLPLANE_BASELINE_SHA256``,
+``MLPLANE_MONITOR_PORT``, ``MLPLANE_DRIFT_METHOD``, ``MLPLANE_DRIFT_THRESHOLD``,
+``MLPLANE_DRIFT_MIN_SAMPLES``, ``MLPLANE_DRIFT_WINDOW``. Default thresholds: PSI 0.2,
+KS 0.2. Exit codes as the server's: 2 bad arguments or baseline, 3 storage unreachable,
+4 baseline sha256 mismatch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from typing import Any
+
+from mlplane_runtime.artifacts import check_sha256
+from mlplane_runtime.cli_support import ArgumentParser, env_default, run_main
+from mlplane_runtime.errors import UserError
+from mlplane_runtime.httpserver import HttpServer, install_signal_handlers, new_event_loop
+from mlplane_runtime.monitor.app import MonitorApp
+from mlplane_runtime.monitor.drift import METHODS, DriftDetector
+from mlplane_runtime.storage import read_bytes
+
+log = logging.getLogger("mlplane.monitor")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = ArgumentParser(prog="mlplane-monitor", description="Drift monitor sidecar.")
+    p.add_argument("--baseline-uri", default=env_default("MLPLANE_BASELINE_URI"))
+    p.add_argument("--baseline-sha256", default=env_default("MLPLANE_BASELINE_SHA256"))
+    p.add_argument("--host", default=env_default("MLPLANE_MONITOR_HOST", "0.0.0.0"))
+    p.add_argument("--port", type=int, default=int(env_default("MLPLANE_MONITOR_PORT", "8081")))
+    p.add_argument("--method", choices=METHODS, default=env_default("MLPLANE_DRIFT_METHOD", "psi"))
+    threshold = env_default("MLPLANE_DRIFT_THRESHOLD")
+    p.add_argument("--threshold", type=float, default=float(threshold) if threshold else None)
+    p.add_argument(
+        "--min-samples", type=int, default=int(env_default("MLPLANE_DRIFT_MIN_SAMPLES", "100"))
+    )
+    p.add_argument("--window", type=int, default=int(env_default("MLPLANE_DRIFT_WINDOW", "1000")))
+    args: argparse.Namespace = p.parse_args(argv)
+    if not args.baseline_uri:
+        p.error("--baseline-uri (or MLPLANE_BASELINE_URI) is required")
+    return args
+
+
+def load_profile(uri: str, sha256: str) -> dict[str, Any]:
+    data = read_bytes(uri)
+    check_sha256(data, sha256, uri)
+    try:
+        profile = json.loads(data)
+    except ValueError as exc:
+        raise UserError(f"{uri}: the baseline profile is not JSON: {exc}") from exc
+    if not isinstance(profile, dict):
+        raise UserError(f"{uri}: the baseline profile must be a JSON object")
+    return profile
+
+
+async def run(args: argparse.Namespace) -> int:
+    detector = DriftDetector(
+        load_profile(args.baseline_uri, args.baseline_sha256),
+        method=args.method,
+        threshold=args.threshold,
+        min_samples=args.min_samples,
+        window=args.window,
+    )
+    server = HttpServer(MonitorApp(detector))
+    port = await server.start(args.host, args.port)
+    log.info(
+        "monitoring %d features with %s (threshold %s) on %s:%d",
+        detector.n_features,
+        detector.method,
+        detector.threshold,
+        args.host,
+        port,
+    )
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    await stop.wait()
+    await server.shutdown(grace_seconds=5)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+    def body() -> int:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        loop = new_event_loop()
+        try:
+            return int(loop.run_until_complete(run(args)))
+        finally:
+            loop.close()
+
+    return int(run_main(body))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
