@@ -1,0 +1,115 @@
+"""Enter a pod's namespaces, mount its volumes, drop privileges and exec the command.
+
+Run by the agent as a plain script (standard library only, no PYTHONPATH needed):
+
+    python -E -s launch.py SPEC.json
+
+SPEC is written by localnode.containers: netns path, hostname, mounts, uid/gid/groups,
+working directory, argv and env. The process keeps its pid through the exec, so the
+agent's Popen pid is the container's pid. Nothing here touches the host's mount table:
+the mounts live in a private mount namespace that dies with the container's processes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import sys
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWNET = 0x40000000
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+START_ERROR_EXIT = 128
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+
+
+def _mount(source: str | None, target: str, flags: int) -> None:
+    src = source.encode() if source is not None else None
+    _check(_libc.mount(src, target.encode(), None, flags, None), f"mount {source} {target}")
+
+
+def enter_namespaces(spec: dict[str, object]) -> None:
+    netns = spec.get("netns")
+    if isinstance(netns, str) and netns:
+        fd = os.open(netns, os.O_RDONLY)
+        try:
+            _check(_libc.setns(fd, CLONE_NEWNET), f"setns {netns}")
+        finally:
+            os.close(fd)
+    _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWUTS), "unshare")
+    _mount(None, "/", MS_REC | MS_PRIVATE)
+    hostname = str(spec.get("hostname") or "")
+    if hostname:
+        encoded = hostname.encode()
+        _check(_libc.sethostname(encoded, len(encoded)), "sethostname")
+
+
+def mount_volumes(mounts: list[dict[str, object]]) -> None:
+    for mount in mounts:
+        source, target = str(mount["source"]), str(mount["target"])
+        if not os.path.lexists(target):
+            if os.path.isdir(source):
+                os.makedirs(target, exist_ok=True)
+            else:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                with open(target, "a"):
+                    pass
+        _mount(source, target, MS_BIND | MS_REC)
+        if mount.get("readOnly"):
+            _mount(None, target, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def drop_privileges(spec: dict[str, object]) -> None:
+    uid, gid = spec.get("uid"), spec.get("gid")
+    groups = spec.get("groups") or []
+    assert isinstance(groups, list)
+    if gid is not None or groups:
+        os.setgroups([int(g) for g in groups])
+    if gid is not None:
+        os.setgid(int(str(gid)))
+    if uid is not None:
+        os.setuid(int(str(uid)))
+
+
+def main() -> None:
+    with open(sys.argv[1]) as handle:
+        spec = json.load(handle)
+    try:
+        for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
+            signal.signal(number, signal.SIG_DFL)
+        enter_namespaces(spec)
+        mount_volumes(spec.get("mounts") or [])
+        workdir = spec.get("workingDir") or "/"
+        os.makedirs(workdir, exist_ok=True)
+        drop_privileges(spec)
+        os.chdir(workdir)
+        argv = [str(a) for a in spec["argv"]]
+        os.execvpe(argv[0], argv, {str(k): str(v) for k, v in spec["env"].items()})
+    except Exception as error:  # reported to the agent, then exit
+        message = f"failed to start container: {error}"
+        print(message, file=sys.stderr, flush=True)
+        start_error = spec.get("startErrorFile")
+        if isinstance(start_error, str):
+            with open(start_error, "w") as handle:
+                handle.write(message)
+        os._exit(START_ERROR_EXIT)
+
+
+if __name__ == "__main__":
+    main()
