@@ -65,7 +65,8 @@ class DriftDetector:
         prediction = profile.get("prediction") or {}
         self.prediction_labels = [str(v) for v in prediction.get("labels", [])]
         self.prediction_baseline = np.asarray(prediction.get("proportions", []), dtype=float)
-        self._rows = np.zeros((window, len(self.features)), dtype=np.float64)
+        # float32 like the model's input and the profile's edges, so ties land in the same bin
+        self._rows = np.zeros((window, len(self.features)), dtype=np.float32)
         self._next = 0
         self._filled = 0
         self._predictions: collections.deque[str] = collections.deque(maxlen=window)
@@ -131,7 +132,7 @@ class DriftDetector:
             result["prediction"] = self._prediction_summary()
         return result
 
-    def _score(self, feature: FeatureBaseline, values: npt.NDArray[np.float64]) -> float:
+    def _score(self, feature: FeatureBaseline, values: npt.NDArray[Any]) -> float:
         if self.method == "ks":
             return float(ks_statistic(feature.cdf_points, feature.cdf, values))
         return float(psi(feature.proportions, proportions(bin_counts(values, feature.edges))))

@@ -1,0 +1,171 @@
+"""Fixtures for the runtime tests: tiny models trained at test time, real server processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlplane_runtime.trainer.spec import parse_spec
+from mlplane_runtime.trainer.train import RunIdentity, train
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class TrainedModel:
+    result: dict[str, Any]
+    run_dir: Path
+
+    @property
+    def model_path(self) -> Path:
+        return self.run_dir / "model.onnx"
+
+    @property
+    def sha256(self) -> str:
+        return str(self.result["artifact"]["sha256"])
+
+
+def train_model(
+    out: Path, model: str, dataset: dict[str, Any], estimator: dict[str, Any], **validation: Any
+) -> TrainedModel:
+    spec = parse_spec(
+        {"model": model, "dataset": dataset, "estimator": estimator, "validation": validation}
+    )
+    result = train(spec, RunIdentity(model, "run-1", str(out)))
+    return TrainedModel(result, out / model / "run-1")
+
+
+@pytest.fixture(scope="session")
+def iris_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
+    return train_model(
+        tmp_path_factory.mktemp("models"),
+        "iris",
+        {"builtin": "iris"},
+        {
+            "class": "LogisticRegression",
+            "params": {"max_iter": 500},
+            "preprocessing": ["StandardScaler"],
+        },
+    )
+
+
+@pytest.fixture(scope="session")
+def diabetes_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
+    return train_model(
+        tmp_path_factory.mktemp("models"), "diabetes", {"builtin": "diabetes"}, {"class": "Ridge"}
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http(
+    method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, bytes, dict[str, str]]:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read(), dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), dict(exc.headers)
+
+
+def get_json(url: str) -> tuple[int, Any]:
+    status, body, _ = http("GET", url)
+    return status, json.loads(body)
+
+
+@dataclass
+class Process:
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+def start(
+    args: list[str], log: Path, ready_path: str | None, port: int, env: dict[str, str] | None = None
+) -> Process:
+    handle = log.open("wb")
+    proc = subprocess.Popen(
+        args, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+    )
+    process = Process(proc, f"http://127.0.0.1:{port}", log)
+    if ready_path is None:
+        return process
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"{args[0]} exited {proc.returncode}:\n{process.output()}")
+        try:
+            if http("GET", process.url + ready_path)[0] == 200:
+                return process
+        except OSError:
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"{args[0]} never became ready:\n{process.output()}")
+
+
+def stop(process: Process) -> int:
+    if process.proc.poll() is None:
+        process.proc.terminate()
+    return process.proc.wait(timeout=30)
+
+
+def serve_args(model: TrainedModel, port: int, *extra: str) -> list[str]:
+    return [
+        str(BIN / "mlplane-serve"),
+        "--model-uri",
+        str(model.run_dir),
+        "--model-name",
+        model.result["model"],
+        "--model-version",
+        "v1",
+        "--sha256",
+        model.sha256,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="session")
+def server(iris_model: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("logs") / "server.log"
+    process = start(
+        serve_args(iris_model, port, "--max-body-bytes", "65536"), log, "/v2/health/ready", port
+    )
+    yield process
+    stop(process)
+
+
+@pytest.fixture(scope="session")
+def regression_server(
+    diabetes_model: TrainedModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Process]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("logs") / "regression.log"
+    process = start(serve_args(diabetes_model, port), log, "/v2/health/ready", port)
+    yield process
+    stop(process)

@@ -1,0 +1,199 @@
+"""Drift detection and sampling: in-distribution windows are not flagged, shifted ones
+are; the server hands samples to the monitor without ever blocking a request."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris
+
+from mlplane_runtime.monitor.drift import DriftDetector
+from mlplane_runtime.server.sampler import Sampler
+from tests.runtime.conftest import (
+    BIN,
+    TrainedModel,
+    free_port,
+    get_json,
+    http,
+    serve_args,
+    start,
+    stop,
+)
+
+
+@pytest.fixture(scope="module")
+def profile(iris_model: TrainedModel) -> dict[str, Any]:
+    return dict(json.loads((iris_model.run_dir / "profile.json").read_text()))
+
+
+def window_from_training(seed: int, size: int = 500) -> np.ndarray:
+    data: np.ndarray = load_iris().data
+    return data[np.random.default_rng(seed).integers(0, len(data), size)]
+
+
+@pytest.mark.parametrize("method", ["psi", "ks"])
+def test_window_from_the_training_distribution_is_not_flagged(
+    profile: dict[str, Any], method: str
+) -> None:
+    for seed in range(3):
+        detector = DriftDetector(profile, method=method, min_samples=100, window=500)
+        detector.add(window_from_training(seed), None)
+        summary = detector.summary()
+        assert summary["samples"] == 500
+        assert not summary["detected"], summary
+
+
+@pytest.mark.parametrize("method", ["psi", "ks"])
+def test_shifted_window_is_flagged_on_the_shifted_feature(
+    profile: dict[str, Any], method: str
+) -> None:
+    detector = DriftDetector(profile, method=method, min_samples=100, window=500)
+    rows = window_from_training(7)
+    rows[:, 2] += 2.0  # petal length shifts by 2 cm
+    detector.add(rows, None)
+    summary = detector.summary()
+    assert summary["detected"]
+    assert summary["drifted"] == ["petal length (cm)"]
+
+
+def test_no_verdict_before_min_samples_and_window_slides(profile: dict[str, Any]) -> None:
+    detector = DriftDetector(profile, min_samples=100, window=200)
+    shifted = window_from_training(1, 99)
+    shifted[:, 0] += 5
+    detector.add(shifted, None)
+    assert not detector.summary()["detected"]
+    assert "waiting" in detector.summary()["reason"]
+    detector.add(shifted[:10], None)
+    assert detector.summary()["detected"]
+    detector.add(window_from_training(2, 200), None)  # pushes the shifted rows out
+    assert not detector.summary()["detected"]
+    with pytest.raises(ValueError, match="4 features"):
+        detector.add(np.zeros((1, 3)), None)
+
+
+def test_monitor_process_reports_drift_on_http(iris_model: TrainedModel, tmp_path: Path) -> None:
+    port = free_port()
+    monitor = start(
+        [
+            str(BIN / "mlplane-monitor"),
+            "--baseline-uri",
+            str(iris_model.run_dir / "profile.json"),
+            "--baseline-sha256",
+            iris_model.result["baseline"]["sha256"],
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--min-samples",
+            "50",
+            "--window",
+            "300",
+        ],
+        tmp_path / "monitor.log",
+        "/healthz",
+        port,
+    )
+    try:
+        rows = window_from_training(3, 300)
+        body = json.dumps({"inputs": rows.tolist(), "predictions": [0] * 300}).encode()
+        assert http("POST", monitor.url + "/samples", body)[0] == 200
+        assert get_json(monitor.url + "/drift")[1]["detected"] is False
+        rows[:, 3] += 3
+        body = json.dumps({"inputs": rows.tolist()}).encode()
+        assert http("POST", monitor.url + "/samples", body)[0] == 200
+        status, drift = get_json(monitor.url + "/drift")
+        assert (status, drift["detected"], drift["method"]) == (200, True, "psi")
+        assert drift["features"]["petal width (cm)"] > 0.2
+        metrics = http("GET", monitor.url + "/metrics")[1].decode()
+        assert "mlplane_drift_detected 1.0" in metrics
+        assert 'mlplane_feature_drift{feature="petal width (cm)"}' in metrics
+        assert http("POST", monitor.url + "/samples", b'{"inputs": [[1, 2]]}')[0] == 400
+    finally:
+        assert stop(monitor) == 0
+
+
+def test_server_samples_reach_the_monitor(iris_model: TrainedModel, tmp_path: Path) -> None:
+    monitor_port, server_port = free_port(), free_port()
+    monitor = start(
+        [
+            str(BIN / "mlplane-monitor"),
+            "--baseline-uri",
+            str(iris_model.run_dir / "profile.json"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(monitor_port),
+            "--min-samples",
+            "20",
+        ],
+        tmp_path / "monitor.log",
+        "/healthz",
+        monitor_port,
+    )
+    server = start(
+        serve_args(iris_model, server_port, "--monitor-url", f"http://127.0.0.1:{monitor_port}"),
+        tmp_path / "server.log",
+        "/v2/health/ready",
+        server_port,
+    )
+    try:
+        rows = window_from_training(5, 30).astype(np.float32)
+        body = json.dumps({"instances": rows.tolist()}).encode()
+        assert http("POST", server.url + "/v1/models/iris:predict", body)[0] == 200
+        deadline = time.monotonic() + 10
+        drift: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            drift = get_json(monitor.url + "/drift")[1]
+            if drift["samples"] >= 30:
+                break
+            time.sleep(0.1)
+        assert drift["samples"] == 30
+        assert sum(drift["prediction"]["proportions"].values()) == pytest.approx(1)
+    finally:
+        stop(server)
+        stop(monitor)
+
+
+def test_sampling_never_blocks_when_the_queue_is_full() -> None:
+    sampler = Sampler("http://127.0.0.1:9", max_pending=2)  # never started: nothing drains
+    rows = np.zeros((3, 4), np.float32)
+    started = time.perf_counter()
+    for _ in range(5):
+        sampler.offer(rows, np.zeros(3))
+    assert time.perf_counter() - started < 0.05
+    assert sampler.pending() == 2
+    assert sampler.dropped == 9  # three batches of three rows
+
+
+def test_sampling_never_blocks_when_the_monitor_hangs() -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True).start()
+    port = listener.getsockname()[1]
+    sampler = Sampler(f"http://127.0.0.1:{port}", max_pending=4, interval=0.01, timeout=1.0)
+    sampler.start()
+    rows = np.zeros((1, 4), np.float32)
+    worst = 0.0
+    for _ in range(2000):
+        started = time.perf_counter()
+        sampler.offer(rows, None)
+        worst = max(worst, time.perf_counter() - started)
+    assert worst < 0.05
+    assert sampler.dropped > 0
+    sampler.stop()
+    listener.close()
+
+
+def test_sample_rate_zero_sends_nothing() -> None:
+    sampler = Sampler("http://127.0.0.1:9", rate=0.0)
+    sampler.offer(np.zeros((1, 4)), None)
+    assert sampler.pending() == 0

@@ -1,0 +1,380 @@
+"""The server over real HTTP: V2 and V1 answers match ONNX Runtime, tritonclient works
+unchanged, every client mistake is a 4xx JSON error, and a tampered artifact is refused."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tritonclient.http as triton
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.runtime.conftest import (
+    Process,
+    TrainedModel,
+    free_port,
+    get_json,
+    http,
+    serve_args,
+    start,
+    stop,
+)
+
+ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]], np.float32)
+
+
+def reference(model: TrainedModel, rows: np.ndarray) -> list[np.ndarray]:
+    session = ort.InferenceSession(model.model_path.read_bytes())
+    return list(session.run(None, {"input": rows}))
+
+
+def infer(url: str, document: Any, path: str = "/v2/models/iris/infer") -> tuple[int, Any]:
+    body = document if isinstance(document, bytes) else json.dumps(document).encode()
+    status, raw, _ = http("POST", url + path, body, {"Content-Type": "application/json"})
+    return status, json.loads(raw)
+
+
+def v2_request(rows: np.ndarray, **extra: Any) -> dict[str, Any]:
+    return {
+        "inputs": [
+            {"name": "input", "shape": list(rows.shape), "datatype": "FP32", "data": rows.tolist()}
+        ],
+        **extra,
+    }
+
+
+def test_health_and_metadata_describe_the_onnx_model(server: Process) -> None:
+    assert get_json(server.url + "/v2/health/live") == (200, {"live": True})
+    assert get_json(server.url + "/v2/health/ready") == (200, {"ready": True})
+    assert get_json(server.url + "/v2/models/iris/ready")[0] == 200
+    assert get_json(server.url + "/v2")[1]["extensions"] == ["binary_tensor_data"]
+    status, metadata = get_json(server.url + "/v2/models/iris")
+    assert status == 200
+    assert metadata["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}]
+    assert metadata["outputs"] == [
+        {"name": "label", "datatype": "INT64", "shape": [-1]},
+        {"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]},
+    ]
+    assert get_json(server.url + "/v2/models/iris/versions/v1")[1]["versions"] == ["v1"]
+
+
+def test_v2_infer_matches_onnx_runtime_and_echoes_the_id(
+    server: Process, iris_model: TrainedModel
+) -> None:
+    labels, probabilities = reference(iris_model, ROWS)
+    status, response = infer(server.url, v2_request(ROWS, id="req-42"))
+    assert status == 200
+    assert (response["id"], response["model_name"], response["model_version"]) == (
+        "req-42",
+        "iris",
+        "v1",
+    )
+    by_name = {o["name"]: o for o in response["outputs"]}
+    assert by_name["label"]["data"] == labels.tolist()
+    assert by_name["probabilities"]["shape"] == [3, 3]
+    np.testing.assert_allclose(by_name["probabilities"]["data"], probabilities.ravel(), rtol=1e-6)
+
+
+def test_v2_output_selection_flat_data_and_version_path(server: Process) -> None:
+    request = {
+        "inputs": [
+            {"name": "input", "shape": [3, 4], "datatype": "FP32", "data": ROWS.ravel().tolist()}
+        ],
+        "outputs": [{"name": "probabilities"}],
+        "parameters": {"x": 1},
+    }
+    status, response = infer(server.url, request, "/v2/models/iris/versions/v1/infer")
+    assert status == 200
+    assert [o["name"] for o in response["outputs"]] == ["probabilities"]
+
+
+def test_v1_predict_matches_onnx_runtime(server: Process, iris_model: TrainedModel) -> None:
+    status, response = infer(server.url, {"instances": ROWS.tolist()}, "/v1/models/iris:predict")
+    assert status == 200
+    assert response == {"predictions": reference(iris_model, ROWS)[0].tolist()}
+    assert get_json(server.url + "/v1/models/iris") == (200, {"name": "iris", "ready": True})
+
+
+def test_regressor_outputs_predictions(
+    regression_server: Process, diabetes_model: TrainedModel
+) -> None:
+    rows = np.random.default_rng(0).normal(0, 0.05, (5, 10)).astype(np.float32)
+    expected = reference(diabetes_model, rows)[0].ravel()
+    status, response = infer(regression_server.url, v2_request(rows), "/v2/models/diabetes/infer")
+    assert status == 200
+    assert response["outputs"][0]["name"] == "predictions"
+    np.testing.assert_allclose(response["outputs"][0]["data"], expected, rtol=1e-6)
+    status, response = infer(
+        regression_server.url, {"instances": rows.tolist()}, "/v1/models/diabetes:predict"
+    )
+    np.testing.assert_allclose(response["predictions"], expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_tritonclient_works_unchanged(
+    server: Process, iris_model: TrainedModel, binary: bool
+) -> None:
+    client = triton.InferenceServerClient(server.url.removeprefix("http://"))
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    assert client.is_model_ready("iris")
+    assert client.get_model_metadata("iris")["platform"] == "onnxruntime_onnx"
+    tensor = triton.InferInput("input", list(ROWS.shape), "FP32")
+    tensor.set_data_from_numpy(ROWS, binary_data=binary)
+    outputs = [
+        triton.InferRequestedOutput(name, binary_data=binary) for name in ("label", "probabilities")
+    ]
+    result = client.infer("iris", [tensor], outputs=outputs, request_id="t1")
+    labels, probabilities = reference(iris_model, ROWS)
+    np.testing.assert_array_equal(result.as_numpy("label"), labels)
+    np.testing.assert_allclose(result.as_numpy("probabilities"), probabilities, rtol=1e-6)
+    assert result.get_response()["id"] == "t1"
+    default = client.infer("iris", [tensor])  # no outputs: binary_data_output for all
+    np.testing.assert_array_equal(default.as_numpy("label"), labels)
+    client.close()
+
+
+def _input(**override: Any) -> dict[str, Any]:
+    tensor = {"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}
+    tensor.update(override)
+    return {"inputs": [tensor]}
+
+
+DEEP = (
+    b'{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":'
+    + b"[" * 2000
+    + b"1"
+    + b"]" * 2000
+    + b"}]}"
+)
+
+MALFORMED: list[tuple[str, str, Any, int, str]] = [
+    ("not-json", "/v2/models/iris/infer", b"{not json", 400, "not valid JSON"),
+    ("empty-body", "/v2/models/iris/infer", b"", 400, "empty request body"),
+    ("json-array", "/v2/models/iris/infer", [1, 2], 400, "must be a JSON object"),
+    ("no-inputs", "/v2/models/iris/infer", {"id": "x"}, 400, "'inputs'"),
+    ("missing-input", "/v2/models/iris/infer", _input(name="other"), 400, "missing input"),
+    (
+        "unknown-extra-input",
+        "/v2/models/iris/infer",
+        {"inputs": [*_input()["inputs"], {**_input()["inputs"][0], "name": "extra"}]},
+        400,
+        "unknown input",
+    ),
+    ("wrong-datatype", "/v2/models/iris/infer", _input(datatype="FP64"), 400, "does not match"),
+    ("unknown-datatype", "/v2/models/iris/infer", _input(datatype="FLOAT"), 400, "not supported"),
+    (
+        "strings-as-data",
+        "/v2/models/iris/infer",
+        _input(data=["a", "b", "c", "d"]),
+        400,
+        "does not hold FP32",
+    ),
+    ("length-vs-shape", "/v2/models/iris/infer", _input(data=[1, 2, 3]), 400, "needs 4"),
+    (
+        "wrong-feature-count",
+        "/v2/models/iris/infer",
+        _input(shape=[1, 3], data=[1, 2, 3]),
+        400,
+        "does not match the model's [-1, 4]",
+    ),
+    ("absurd-shape", "/v2/models/iris/infer", _input(shape=[10**9, 10**9]), 400, "more than"),
+    ("negative-shape", "/v2/models/iris/infer", _input(shape=[-1, 4]), 400, "non-negative"),
+    (
+        "ragged-data",
+        "/v2/models/iris/infer",
+        _input(shape=[2, 2], data=[[1, 2], [3]]),
+        400,
+        "rectangular",
+    ),
+    ("deep-nesting", "/v2/models/iris/infer", DEEP, 400, "JSON"),
+    ("null-data", "/v2/models/iris/infer", _input(data=None), 400, "does not hold"),
+    (
+        "unknown-output",
+        "/v2/models/iris/infer",
+        {**_input(), "outputs": [{"name": "nope"}]},
+        400,
+        "unknown output",
+    ),
+    ("id-not-string", "/v2/models/iris/infer", {**_input(), "id": 5}, 400, "'id'"),
+    ("empty-batch", "/v2/models/iris/infer", _input(shape=[0, 4], data=[]), 400, "no data"),
+    ("unknown-model", "/v2/models/nope/infer", _input(), 404, "not found"),
+    ("unknown-version", "/v2/models/iris/versions/v9/infer", _input(), 404, "not found"),
+    ("unknown-route", "/v3/anything", _input(), 404, "no route"),
+    ("v1-no-instances", "/v1/models/iris:predict", {"inputs": [[1, 2, 3, 4]]}, 400, "'instances'"),
+    ("v1-wrong-width", "/v1/models/iris:predict", {"instances": [[1, 2]]}, 400, "does not match"),
+    (
+        "v1-strings",
+        "/v1/models/iris:predict",
+        {"instances": [["a", "b", "c", "d"]]},
+        400,
+        "must hold numbers",
+    ),
+    (
+        "v1-unknown-model",
+        "/v1/models/nope:predict",
+        {"instances": [[1, 2, 3, 4]]},
+        404,
+        "not found",
+    ),
+    (
+        "oversize-body",
+        "/v2/models/iris/infer",
+        b"[" + b"1," * 40000 + b"1]",
+        413,
+        "exceeds the limit",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "message"),
+    [case[1:] for case in MALFORMED],
+    ids=[case[0] for case in MALFORMED],
+)
+def test_malformed_requests_get_a_4xx_json_error(
+    server: Process, path: str, body: Any, status: int, message: str
+) -> None:
+    got, response = infer(server.url, body, path)
+    assert got == status
+    assert message in response["error"]
+
+
+def test_wrong_method_is_405_and_server_survives_garbage(server: Process) -> None:
+    assert http("GET", server.url + "/v2/models/iris/infer")[0] == 405
+    with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))) as sock:
+        sock.sendall(b"\x16\x03\x01 not http at all\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 400")
+    assert get_json(server.url + "/v2/health/live")[0] == 200
+
+
+def test_binary_extension_errors_are_4xx(server: Process) -> None:
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [1, 4],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": 16},
+                }
+            ]
+        }
+    ).encode()
+    body = header + np.zeros(3, np.float32).tobytes()  # 12 bytes, not 16
+    status, raw, _ = http(
+        "POST",
+        server.url + "/v2/models/iris/infer",
+        body,
+        {"Inference-Header-Content-Length": str(len(header))},
+    )
+    assert status == 400
+    assert "runs past the body" in json.loads(raw)["error"]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(
+            st.sampled_from(
+                ["name", "shape", "datatype", "data", "inputs", "outputs", "id", "parameters", "x"]
+            ),
+            children,
+            max_size=5,
+        )
+    ),
+    max_leaves=30,
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    payload=json_values, path=st.sampled_from(["/v2/models/iris/infer", "/v1/models/iris:predict"])
+)
+def test_random_payloads_never_get_a_5xx(server: Process, payload: Any, path: str) -> None:
+    body = json.dumps(payload, allow_nan=True).encode()
+    status, raw, _ = http("POST", server.url + path, body)
+    assert status < 500, raw
+    if status >= 400:
+        assert "error" in json.loads(raw)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    data=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), max_size=12),
+    shape=st.lists(st.integers(0, 5), max_size=3),
+)
+def test_random_tensors_never_get_a_5xx(
+    server: Process, data: list[float], shape: list[int]
+) -> None:
+    status, response = infer(server.url, _input(shape=shape, data=data))
+    assert status in (200, 400), response
+
+
+def test_metrics_count_requests_rows_and_model_info(server: Process) -> None:
+    infer(server.url, v2_request(ROWS))
+    status, raw, _ = http("GET", server.url + "/metrics")
+    text = raw.decode()
+    assert status == 200
+    assert 'mlplane_requests_total{code="200",protocol="v2"}' in text
+    assert 'mlplane_requests_total{code="400",protocol="v2"}' in text
+    assert "mlplane_request_duration_seconds_bucket" in text
+    assert 'mlplane_model_info{model="iris",sha256="' in text
+    rows = [line for line in text.splitlines() if line.startswith("mlplane_predicted_rows_total")]
+    assert float(rows[0].split()[1]) >= 3
+
+
+def test_tampered_artifact_is_never_ready_and_exits_4(
+    iris_model: TrainedModel, tmp_path: Path
+) -> None:
+    tampered = tmp_path / "model.onnx"
+    tampered.write_bytes(iris_model.model_path.read_bytes().replace(b"input", b"inpuT"))
+    port = free_port()
+    args = serve_args(iris_model, port)
+    args[args.index("--model-uri") + 1] = str(tampered)
+    process = start(
+        args, tmp_path / "log", None, port, env={"MLPLANE_TERMINATION_LOG": str(tmp_path / "term")}
+    )
+    seen_ready = False
+    while process.proc.poll() is None:
+        with contextlib.suppress(OSError):
+            seen_ready |= http("GET", process.url + "/v2/health/ready")[0] == 200
+        time.sleep(0.02)
+    assert process.proc.returncode == 4
+    assert not seen_ready
+    assert "sha256 mismatch" in process.output()
+    assert json.loads((tmp_path / "term").read_text())["reason"] == "IntegrityError"
+
+
+def test_sigterm_finishes_the_request_in_flight(iris_model: TrainedModel, tmp_path: Path) -> None:
+    port = free_port()
+    process = start(serve_args(iris_model, port), tmp_path / "log", "/v2/health/ready", port)
+    body = json.dumps(v2_request(ROWS)).encode()
+    head = b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(
+        body
+    )
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(head + body[:10])  # a request in flight
+        time.sleep(0.2)
+        process.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        sock.sendall(body[10:])
+        response = sock.recv(65536)
+    assert response.startswith(b"HTTP/1.1 200")
+    assert b"connection: close" in response
+    assert process.proc.wait(timeout=30) == 0
+    assert stop(process) == 0
