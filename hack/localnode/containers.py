@@ -216,7 +216,15 @@ def _mounts(ctx: PodContext, container: Obj, env: dict[str, str], cdir: Path) ->
 
 def prepare(ctx: PodContext, container: Obj, image: LocalImage) -> Obj:
     """The launch spec of a container (raises ConfigError when it cannot run yet)."""
-    env = container_env(ctx.pod, container, ctx.kube, ctx.base_env(image), ctx.allocatable)
+    # fieldRefs to status.* see the sandbox's addresses before the status is published
+    addresses = {
+        "podIP": ctx.pod_ip,
+        "podIPs": [{"ip": ctx.pod_ip}] if ctx.pod_ip else [],
+        "hostIP": ctx.config.gateway,
+        "hostIPs": [{"ip": ctx.config.gateway}],
+    }
+    pod = {**ctx.pod, "status": {**(ctx.pod.get("status") or {}), **addresses}}
+    env = container_env(pod, container, ctx.kube, ctx.base_env(image), ctx.allocatable)
     argv = command_line(container, image.entrypoint, image.cmd, env)
     uid, gid, groups = _identity(ctx.pod, container)
     if uid not in (None, 0):
