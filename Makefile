@@ -30,6 +30,7 @@ lint: dev ## ruff, mypy and the import contracts
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy operator/mlplane_operator runtimes/mlplane_runtime hack
 	$(BIN)/lint-imports
+	$(BIN)/hadolint Dockerfile
 
 .PHONY: binaries
 binaries: ## build (or reuse) etcd, kube-* and kubectl, helm from the Go module proxy
@@ -44,8 +45,15 @@ cluster-down: ## stop the local control plane and node, and remove their state
 	@if [ -x $(BIN)/python ]; then $(BIN)/python hack/cluster.py down; else $(PYTHON) hack/cluster.py down; fi
 
 .PHONY: crds
-crds: dev ## regenerate crds/ from the pydantic models
+crds: dev ## regenerate crds/ from the pydantic models (and the chart's copy)
 	$(BIN)/python -m mlplane_operator.api.crdgen crds
+	$(MAKE) chart-crds
+
+.PHONY: chart-crds
+chart-crds: ## copy crds/*.yaml into the Helm chart (charts/mlplane/crds/)
+	mkdir -p charts/mlplane/crds
+	rm -f charts/mlplane/crds/*.yaml
+	cp crds/*.yaml charts/mlplane/crds/
 
 .PHONY: test
 test: lint cluster-up ## lint, then every test (unit and against the local cluster)
@@ -56,3 +64,7 @@ demo: ## train, register, verify, promote and serve examples/iris on the local c
 	@echo "make demo is not ready yet: it needs the operator (issue 6) and the Helm chart (issue 7)." >&2
 	@echo "What works today: 'make cluster-up' starts a real local Kubernetes control plane." >&2
 	@exit 1
+
+.PHONY: bench-serve
+bench-serve: dev ## benchmark mlplane-serve against raw ONNX Runtime, MLServer and KServe
+	$(BIN)/python hack/bench-serve/bench.py $(BENCH_ARGS)

@@ -1,0 +1,338 @@
+"""Benchmark mlplane-serve against raw ONNX Runtime, MLServer and KServe on one machine.
+
+    make bench-serve        (or: .venv/bin/python hack/bench-serve/bench.py)
+
+One model (iris, LogisticRegression behind a StandardScaler) trained once; 1-row V2 REST
+requests over keep-alive HTTP from `wrk` (installed from Debian when missing), bounded
+load to 127.0.0.1 only. MLServer 1.7.1 and KServe get their own virtualenvs under the
+cache dir (~/.cache/mlplane/bench-serve). Prints a table and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import onnxruntime as ort
+from sklearn.model_selection import train_test_split
+
+from mlplane_runtime.trainer.data import load_dataset
+from mlplane_runtime.trainer.estimators import build_estimator
+from mlplane_runtime.trainer.spec import parse_spec
+from mlplane_runtime.trainer.train import RunIdentity, train
+
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mlplane/bench-serve"
+BIN = Path(sys.executable).parent
+ROW = [5.1, 3.5, 1.4, 0.2]
+BODY = json.dumps({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": ROW}]})
+SPEC = {
+    "model": "iris",
+    "dataset": {"builtin": "iris"},
+    "estimator": {
+        "class": "LogisticRegression",
+        "params": {"max_iter": 500},
+        "preprocessing": ["StandardScaler"],
+    },
+}
+KSERVE_MODEL = """
+import sys
+
+import joblib
+from kserve import Model, ModelServer
+from kserve.protocol.infer_type import InferOutput, InferResponse
+
+
+class Iris(Model):
+    def __init__(self, name, path):
+        super().__init__(name)
+        self.model = joblib.load(path)
+        self.ready = True
+
+    def predict(self, payload, headers=None):
+        result = self.model.predict(payload.inputs[0].as_numpy())
+        output = InferOutput(name="predict", shape=list(result.shape), datatype="INT64")
+        output.set_numpy(result)
+        return InferResponse(model_name=self.name, infer_outputs=[output],
+                             response_id=payload.id)
+
+
+if __name__ == "__main__":
+    server = ModelServer(http_port=int(sys.argv[2]), grpc_port=int(sys.argv[3]), workers=1,
+                         enable_grpc=False)
+    server.start([Iris("iris", sys.argv[1])])
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready after {timeout}s")
+
+
+def ensure_wrk() -> str:
+    if shutil.which("wrk") is None:
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+    return "wrk"
+
+
+def load(url: str, connections: int, seconds: int) -> dict[str, float]:
+    """Requests/s and latency percentiles from wrk (one thread, keep-alive)."""
+    script = CACHE / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = {json.dumps(BODY)}\n"
+    )
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    if "Non-2xx" in out:
+        raise RuntimeError(f"non-2xx responses:\n{out}")
+
+    def latency(label: str) -> float:
+        match = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out)
+        if not match:
+            return float("nan")
+        return float(match.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[match.group(2)]
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    return {"rps": rps, "p50_ms": latency("50"), "p99_ms": latency("99")}
+
+
+def measure(name: str, url: str, seconds: int, results: dict[str, Any]) -> None:
+    load(url, 16, 2)  # warm up
+    for connections in (1, 16):
+        results[f"{name} c={connections}"] = load(url, connections, seconds)
+        print(f"  {name} c={connections}: {results[f'{name} c={connections}']}", flush=True)
+
+
+def run_process(args: list[str], ready: str, name: str) -> subprocess.Popen[bytes]:
+    log = (CACHE / f"{name}.log").open("wb")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=CACHE)
+    wait_ready(ready, proc)
+    return proc
+
+
+def stop(*procs: subprocess.Popen[bytes]) -> None:
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def venv(name: str, packages: list[str]) -> Path:
+    """A virtualenv under the cache with `packages`, created once."""
+    path = CACHE / name
+    stamp = path / ".installed"
+    if not stamp.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+        subprocess.run(
+            [str(path / "bin/pip"), "install", "-q", *packages], check=True, timeout=1200
+        )
+        stamp.touch()
+    return path
+
+
+def raw_onnxruntime(model_path: Path, seconds: float) -> dict[str, float]:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(model_path.read_bytes(), options)
+    row = np.array([ROW], np.float32)
+    for _ in range(1000):
+        session.run(None, {"input": row})
+    calls, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for _ in range(1000):
+            session.run(None, {"input": row})
+        calls += 1000
+    return {
+        "rps": calls / (time.perf_counter() - started),
+        "p50_ms": float("nan"),
+        "p99_ms": float("nan"),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--skip-mlserver", action="store_true")
+    parser.add_argument("--skip-kserve", action="store_true")
+    args = parser.parse_args()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    ensure_wrk()
+    result = train(parse_spec(SPEC), RunIdentity("iris", "bench", str(CACHE / "models")))
+    run_dir = CACHE / "models/iris/bench"
+    # The same estimator for the Python servers, fitted on the same split (same seed).
+    spec = parse_spec(SPEC)
+    data = load_dataset(spec.dataset)
+    x_train, _, y_train, _ = train_test_split(
+        data.features, data.target, test_size=0.2, random_state=0, stratify=data.target
+    )
+    estimator = build_estimator(spec.estimator, 0)
+    estimator.fit(x_train, y_train)
+    joblib.dump(estimator, CACHE / "model.joblib")
+
+    results: dict[str, Any] = {}
+    print("raw ONNX Runtime (in process, 1 row)", flush=True)
+    results["onnxruntime in-process"] = raw_onnxruntime(run_dir / "model.onnx", 3)
+
+    port, monitor_port = free_port(), free_port()
+    serve = [
+        str(BIN / "mlplane-serve"),
+        "--model-uri",
+        str(run_dir),
+        "--model-name",
+        "iris",
+        "--sha256",
+        result["artifact"]["sha256"],
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    url = f"http://127.0.0.1:{port}/v2/models/iris/infer"
+    ready = f"http://127.0.0.1:{port}/v2/health/ready"
+    print("mlplane-serve", flush=True)
+    server = run_process(serve, ready, "mlplane")
+    measure("mlplane", url, args.seconds, results)
+    stop(server)
+    print("mlplane-serve + monitor sidecar (sample rate 1.0)", flush=True)
+    monitor = run_process(
+        [
+            str(BIN / "mlplane-monitor"),
+            "--baseline-uri",
+            str(run_dir / "profile.json"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(monitor_port),
+        ],
+        f"http://127.0.0.1:{monitor_port}/healthz",
+        "monitor",
+    )
+    server = run_process(
+        [*serve, "--monitor-url", f"http://127.0.0.1:{monitor_port}"], ready, "mlplane-monitored"
+    )
+    measure("mlplane+monitor", url, args.seconds, results)
+    stop(server, monitor)
+
+    if not args.skip_mlserver:
+        print("MLServer 1.7.1 (mlserver-sklearn)", flush=True)
+        try:
+            env = venv(
+                "mlserver-venv", ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop<0.22"]
+            )
+            mport = free_port()
+            (CACHE / "mlserver").mkdir(exist_ok=True)
+            shutil.copy(CACHE / "model.joblib", CACHE / "mlserver/model.joblib")
+            (CACHE / "mlserver/model-settings.json").write_text(
+                json.dumps(
+                    {
+                        "name": "iris",
+                        "implementation": "mlserver_sklearn.SKLearnModel",
+                        "parameters": {"uri": "./model.joblib"},
+                    }
+                )
+            )
+            (CACHE / "mlserver/settings.json").write_text(
+                json.dumps(
+                    {
+                        "host": "127.0.0.1",
+                        "http_port": mport,
+                        "grpc_port": free_port(),
+                        "metrics_port": free_port(),
+                    }
+                )
+            )
+            proc = run_process(
+                [str(env / "bin/mlserver"), "start", str(CACHE / "mlserver")],
+                f"http://127.0.0.1:{mport}/v2/models/iris/ready",
+                "mlserver",
+            )
+            measure(
+                "MLServer", f"http://127.0.0.1:{mport}/v2/models/iris/infer", args.seconds, results
+            )
+            stop(proc)
+        except (subprocess.SubprocessError, RuntimeError, OSError) as exc:
+            print(f"  MLServer skipped: {exc}", flush=True)
+    if not args.skip_kserve:
+        print("KServe ModelServer", flush=True)
+        try:
+            env = venv("kserve-venv", ["kserve", "scikit-learn==1.9.1", "joblib"])
+            kport = free_port()
+            (CACHE / "kserve_model.py").write_text(KSERVE_MODEL)
+            proc = run_process(
+                [
+                    str(env / "bin/python"),
+                    str(CACHE / "kserve_model.py"),
+                    str(CACHE / "model.joblib"),
+                    str(kport),
+                    str(free_port()),
+                ],
+                f"http://127.0.0.1:{kport}/v2/models/iris/ready",
+                "kserve",
+            )
+            measure(
+                "KServe", f"http://127.0.0.1:{kport}/v2/models/iris/infer", args.seconds, results
+            )
+            stop(proc)
+        except (subprocess.SubprocessError, RuntimeError, OSError) as exc:
+            print(f"  KServe skipped: {exc}", flush=True)
+
+    report(results)
+    (CACHE / "results.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def report(results: dict[str, Any]) -> None:
+    print(f"\nmachine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+    print(f"{'server':<28} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    for name, row in results.items():
+        print(f"{name:<28} {row['rps']:>10.0f} {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f}")
+    ours = results.get("mlplane c=16")
+    for other in ("MLServer c=16", "KServe c=16"):
+        if ours and other in results:
+            theirs = results[other]
+            print(
+                f"mlplane / {other.split()[0]} at c=16: {ours['rps'] / theirs['rps']:.1f}x req/s,"
+                f" p99 {ours['p99_ms'] / theirs['p99_ms']:.2f}x"
+            )
+    if ours and "mlplane+monitor c=16" in results:
+        cost = 1 - results["mlplane+monitor c=16"]["rps"] / ours["rps"]
+        print(f"monitor sidecar cost at c=16: {cost * 100:.1f}% of throughput")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
