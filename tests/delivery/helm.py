@@ -1,0 +1,95 @@
+"""Helpers for the chart tests: run the pinned helm, render the chart, pick documents.
+
+Kept apart from the tests so that an end-to-end test (helm install, then examples/iris)
+can reuse them: `helm("install", RELEASE, str(CHART), "--namespace", ns, ...)`.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.kube import BIN, REPO
+
+CHART = REPO / "charts" / "mlplane"
+RELEASE = "mlplane"
+
+Manifest = dict[str, Any]
+
+
+def pinned_kube_version() -> str:
+    """The local cluster's Kubernetes version (hack/versions.sh). `helm template` needs it:
+    a helm built from the module proxy without release ldflags assumes Kubernetes v1.20."""
+    text = (REPO / "hack" / "versions.sh").read_text()
+    match = re.search(r"KUBE_VERSION:=(v[0-9.]+)", text)
+    assert match, "KUBE_VERSION not found in hack/versions.sh"
+    return match.group(1)
+
+
+def helm(
+    *args: str, check: bool = True, kubeconfig: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run the pinned helm; stdout and stderr are captured. Offline unless `kubeconfig`."""
+    command = [str(BIN / "helm"), *args]
+    if kubeconfig is not None:
+        command.append(f"--kubeconfig={kubeconfig}")
+    result = subprocess.run(command, text=True, capture_output=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stderr}")
+    return result
+
+
+def set_args(values: dict[str, str] | None) -> list[str]:
+    """`--set k=v` pairs; values are Helm's --set syntax (lists as {a,b})."""
+    return [arg for key, value in (values or {}).items() for arg in ("--set", f"{key}={value}")]
+
+
+def template(
+    values: dict[str, str] | None = None,
+    *,
+    namespace: str = "mlplane-system",
+    include_crds: bool = False,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    args = ["template", RELEASE, str(CHART), "--namespace", namespace, *set_args(values)]
+    args += ["--kube-version", pinned_kube_version()]
+    if include_crds:
+        args.append("--include-crds")
+    return helm(*args, check=check)
+
+
+def render(
+    values: dict[str, str] | None = None,
+    *,
+    namespace: str = "mlplane-system",
+    include_crds: bool = False,
+) -> list[Manifest]:
+    """The chart's manifests for these values (hooks included, as `helm template` does)."""
+    text = template(values, namespace=namespace, include_crds=include_crds).stdout
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def of_kind(manifests: Iterable[Manifest], *kinds: str) -> list[Manifest]:
+    return [m for m in manifests if m["kind"] in kinds]
+
+
+def one(manifests: Iterable[Manifest], kind: str) -> Manifest:
+    found = of_kind(manifests, kind)
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def rules(manifests: Iterable[Manifest]) -> Iterator[tuple[Manifest, dict[str, Any]]]:
+    """(Role or ClusterRole, rule) for every RBAC rule rendered."""
+    for role in of_kind(manifests, "Role", "ClusterRole"):
+        for rule in role.get("rules", []):
+            yield role, rule
+
+
+def dump(manifests: Iterable[Manifest]) -> str:
+    return yaml.safe_dump_all(list(manifests), sort_keys=False)
