@@ -1,0 +1,369 @@
+"""InferenceService: serve a registered model, roll new versions out, watch for drift."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field
+
+from mlplane_operator.api.base import (
+    CustomResource,
+    KindInfo,
+    KubeModel,
+    PrinterColumn,
+    Rule,
+    StatusModel,
+    defaults_to_empty_object,
+)
+from mlplane_operator.api.v1alpha1.common import (
+    Image,
+    ModelName,
+    ObjectName,
+    ResourceRequirements,
+    ShortText,
+    Stage,
+    StatusBase,
+)
+
+DNS1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+MAX_NAME_LENGTH = 50
+
+
+class ServingStage(StrEnum):
+    """The registry stage to follow: Staging or Production."""
+
+    STAGING = "Staging"
+    PRODUCTION = "Production"
+
+
+class Autoscaling(KubeModel):
+    """Scale on CPU with a HorizontalPodAutoscaler."""
+
+    rules = (
+        Rule(
+            cel="!has(self.minReplicas) || self.maxReplicas >= self.minReplicas",
+            message="spec.autoscaling.maxReplicas must be at least spec.autoscaling.minReplicas",
+            check=lambda a: a.max_replicas >= a.min_replicas,
+            field_path=".maxReplicas",
+        ),
+    )
+
+    min_replicas: Annotated[int, Field(ge=1, le=1000)] = 1
+    """The fewest replicas."""
+    max_replicas: Annotated[int, Field(ge=1, le=1000)]
+    """The most replicas; at least minReplicas."""
+    target_cpu_utilization_percentage: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=80, alias="targetCPUUtilizationPercentage"
+    )
+    """The average CPU utilization (percent of requests) to keep, 1 to 100."""
+
+
+class RolloutStrategy(StrEnum):
+    """RollingUpdate (replace in place) or Canary (shift traffic in steps, with analysis)."""
+
+    ROLLING_UPDATE = "RollingUpdate"
+    CANARY = "Canary"
+
+
+class Canary(KubeModel):
+    """The canary steps: traffic shares for the new version, held for stepSeconds each."""
+
+    rules = (
+        Rule(
+            cel="self.steps.isSorted() && self.steps.all(s, self.steps.exists_one(t, t == s))",
+            message="spec.rollout.canary.steps must be strictly ascending (e.g. [10, 25, 50])",
+            check=lambda c: all(a < b for a, b in zip(c.steps, c.steps[1:], strict=False)),
+            field_path=".steps",
+        ),
+    )
+
+    steps: Annotated[list[Annotated[int, Field(ge=1, le=99)]], Field(min_length=1, max_length=10)]
+    """The canary's traffic share in percent at each step, each 1 to 99, strictly
+    ascending; after the last step the new version takes all traffic. Without a service
+    mesh the share is a replica ratio, so it is rounded to whole replicas."""
+    step_seconds: Annotated[int, Field(ge=1, le=86400)] = 60
+    """How long each step is held (and analysed) before the next."""
+
+
+class Analysis(KubeModel):
+    """Thresholds the canary must meet at every step; a breach aborts the rollout."""
+
+    max_error_rate: Annotated[float, Field(ge=0, le=1)] | None = None
+    """The largest acceptable share of failed requests (5xx), 0 to 1."""
+    max_latency_p99_ms: Annotated[float, Field(gt=0)] | None = None
+    """The largest acceptable 99th-percentile latency, in milliseconds."""
+    min_requests: Annotated[int, Field(ge=0)] = 10
+    """Requests the canary must serve in a step before the thresholds are judged; with
+    fewer, the step waits."""
+
+
+class Rollout(KubeModel):
+    """How a new version replaces the current one."""
+
+    rules = (
+        Rule(
+            cel="!has(self.strategy) || self.strategy != 'Canary' || has(self.canary)",
+            message="spec.rollout.canary is required with strategy Canary",
+            check=lambda r: r.strategy != RolloutStrategy.CANARY or r.canary is not None,
+            field_path=".canary",
+            reason="FieldValueRequired",
+        ),
+        Rule(
+            cel="!has(self.canary) || (has(self.strategy) && self.strategy == 'Canary')",
+            message="spec.rollout.canary is only allowed with strategy Canary",
+            check=lambda r: r.canary is None or r.strategy == RolloutStrategy.CANARY,
+            field_path=".canary",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            cel="!has(self.analysis) || (has(self.strategy) && self.strategy == 'Canary')",
+            message="spec.rollout.analysis is only allowed with strategy Canary",
+            check=lambda r: r.analysis is None or r.strategy == RolloutStrategy.CANARY,
+            field_path=".analysis",
+            reason="FieldValueForbidden",
+        ),
+    )
+
+    strategy: RolloutStrategy = RolloutStrategy.ROLLING_UPDATE
+    """RollingUpdate or Canary."""
+    canary: Canary | None = None
+    """The canary steps (strategy Canary)."""
+    analysis: Analysis | None = None
+    """The thresholds each canary step must meet (strategy Canary)."""
+    auto_rollback: bool = True
+    """Roll back to the previous version when the analysis fails."""
+
+
+class DriftMethod(StrEnum):
+    """psi (population stability index) or ks (Kolmogorov-Smirnov statistic)."""
+
+    PSI = "psi"
+    KS = "ks"
+
+
+class Drift(KubeModel):
+    """Compare live requests with the training-data profile, per feature."""
+
+    rules = (
+        Rule(
+            cel="!has(self.method) || self.method != 'ks' || self.threshold <= 1.0",
+            message="spec.monitoring.drift.threshold must be at most 1 with method ks "
+            "(a Kolmogorov-Smirnov statistic is between 0 and 1)",
+            check=lambda d: d.method != DriftMethod.KS or d.threshold <= 1,
+            field_path=".threshold",
+        ),
+    )
+
+    enabled: bool = True
+    """Run the drift monitor sidecar."""
+    method: DriftMethod = DriftMethod.PSI
+    """psi or ks."""
+    threshold: Annotated[float, Field(gt=0)] = 0.2
+    """A feature drifts when its statistic exceeds this (0.2 is the usual PSI
+    threshold; with ks, at most 1)."""
+    min_samples: Annotated[int, Field(ge=1)] = 100
+    """Requests needed before drift is judged."""
+
+
+class Retrain(KubeModel):
+    """Close the loop: drift starts a run of this TrainingJob."""
+
+    training_job: ObjectName
+    """The TrainingJob (in this namespace) to run when drift is detected."""
+    cooldown_seconds: Annotated[int, Field(ge=0)] = 3600
+    """The least time between two retrain requests."""
+
+
+class Monitoring(KubeModel):
+    """Drift detection, closed-loop retraining and Prometheus scraping."""
+
+    rules = (
+        Rule(
+            cel="!has(self.retrain) || (has(self.drift) && "
+            "(!has(self.drift.enabled) || self.drift.enabled))",
+            message="spec.monitoring.retrain requires spec.monitoring.drift to be enabled",
+            check=lambda m: m.retrain is None or (m.drift is not None and m.drift.enabled),
+            field_path=".retrain",
+        ),
+    )
+
+    drift: Drift | None = None
+    """Drift detection."""
+    retrain: Retrain | None = None
+    """Retrain on drift (needs drift enabled)."""
+    service_monitor: bool = False
+    """Create a Prometheus Operator ServiceMonitor for the server and monitor metrics."""
+
+
+class InferenceServiceSpec(KubeModel):
+    """What to serve and how: a model version (pinned, or following a stage), its
+    capacity, how new versions roll out, and monitoring."""
+
+    rules = (
+        Rule(
+            cel="!(has(self.version) && has(self.stage))",
+            message="spec.version and spec.stage are mutually exclusive: pin a version or "
+            "follow a stage",
+            check=lambda s: s.version is None or s.stage is None,
+            field_path=".stage",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            cel="!(has(self.replicas) && has(self.autoscaling))",
+            message="spec.replicas and spec.autoscaling are mutually exclusive",
+            check=lambda s: s.replicas is None or s.autoscaling is None,
+            field_path=".autoscaling",
+            reason="FieldValueForbidden",
+        ),
+    )
+
+    model: ModelName
+    """The model to serve."""
+    version: Annotated[int, Field(ge=1)] | None = None
+    """Pin this version. Mutually exclusive with stage."""
+    stage: ServingStage | None = None
+    """Follow the version in this stage (Staging or Production): a newly promoted version
+    rolls out by itself. With neither version nor stage: Production."""
+    replicas: Annotated[int, Field(ge=0, le=1000)] | None = None
+    """A fixed number of replicas (default 1). Mutually exclusive with autoscaling."""
+    autoscaling: Autoscaling | None = None
+    """Scale with a HorizontalPodAutoscaler instead of a fixed replica count."""
+    rollout: Rollout = Field(default_factory=Rollout, json_schema_extra=defaults_to_empty_object())
+    """How a new version replaces the current one."""
+    monitoring: Monitoring | None = None
+    """Drift detection, retraining and metrics scraping."""
+    resources: ResourceRequirements | None = None
+    """Compute resources for the model server container."""
+    image: Image | None = None
+    """The server image. Default: the operator's configured runtime image."""
+    threads: Annotated[int, Field(ge=1, le=64)] | None = None
+    """ONNX Runtime intra-op threads per replica. Default: 1."""
+    service_account_name: ObjectName | None = None
+    """The ServiceAccount the server pods run as."""
+
+    @property
+    def effective_stage(self) -> Stage | None:
+        """The stage followed, or None when a version is pinned."""
+        if self.version is not None:
+            return None
+        return Stage((self.stage or ServingStage.PRODUCTION).value)
+
+    @property
+    def effective_replicas(self) -> int:
+        """The replica count without autoscaling."""
+        return 1 if self.replicas is None else self.replicas
+
+
+class InferenceServicePhase(StrEnum):
+    """Pending (nothing servable yet), Progressing (a rollout is under way), Ready,
+    Degraded (serving, but with fewer ready replicas than wanted) or Failed."""
+
+    PENDING = "Pending"
+    PROGRESSING = "Progressing"
+    READY = "Ready"
+    DEGRADED = "Degraded"
+    FAILED = "Failed"
+
+
+class RolloutPhase(StrEnum):
+    """Progressing, Succeeded, RolledBack or Failed."""
+
+    PROGRESSING = "Progressing"
+    SUCCEEDED = "Succeeded"
+    ROLLED_BACK = "RolledBack"
+    FAILED = "Failed"
+
+
+class RolloutRecord(StatusModel):
+    """One rollout of a version."""
+
+    version: int
+    """The version rolled out."""
+    previous_version: int | None = None
+    """The version it replaced."""
+    strategy: RolloutStrategy | None = None
+    """The strategy used."""
+    start_time: datetime | None = None
+    """When the rollout started."""
+    completion_time: datetime | None = None
+    """When it ended."""
+    outcome: RolloutPhase
+    """How it went."""
+    message: ShortText | None = None
+    """Why, for a person (e.g. the analysis threshold that failed)."""
+
+
+class InferenceServiceStatus(StatusBase):
+    """The observed state of the InferenceService."""
+
+    phase: InferenceServicePhase | None = None
+    """A one-word summary: Pending, Progressing, Ready, Degraded or Failed."""
+    url: str | None = None
+    """The in-cluster URL of the Open Inference Protocol endpoint."""
+    serving_version: int | None = None
+    """The version taking (stable) traffic."""
+    canary_version: int | None = None
+    """The version being rolled out as a canary, if any."""
+    canary_weight: Annotated[int, Field(ge=0, le=100)] | None = None
+    """The canary's current traffic share, in percent."""
+    replicas: int | None = None
+    """The replicas wanted, all versions together."""
+    ready_replicas: int | None = None
+    """The ready replicas, all versions together."""
+    rollout_phase: RolloutPhase | None = None
+    """The state of the current or latest rollout."""
+    rollout_history: list[RolloutRecord] = Field(default_factory=list, max_length=50)
+    """Recent rollouts, oldest first (a bounded history)."""
+    last_retrain_time: datetime | None = None
+    """When drift last triggered a retrain."""
+
+
+class InferenceService(CustomResource):
+    """An InferenceService serves a ModelVersion over the Open Inference Protocol (KServe
+    V2) and KServe V1, rolls new versions out (in place or as a canary with analysis and
+    automatic rollback) and can watch for data drift and trigger retraining."""
+
+    kind_info: ClassVar[KindInfo] = KindInfo(
+        kind="InferenceService",
+        plural="inferenceservices",
+        short_names=("mlisvc",),
+        printer_columns=(
+            PrinterColumn("Model", ".spec.model", "string", "The model served."),
+            PrinterColumn("Serving", ".status.servingVersion", "integer", "Stable version."),
+            PrinterColumn("Canary", ".status.canaryVersion", "integer", "Canary version."),
+            PrinterColumn("Weight", ".status.canaryWeight", "integer", "Canary share, %."),
+            PrinterColumn("Ready", ".status.readyReplicas", "integer", "Ready replicas."),
+            PrinterColumn("URL", ".status.url", "string", "Inference endpoint."),
+            PrinterColumn("Phase", ".status.phase", "string", "A one-word summary.", 1),
+            PrinterColumn("Rollout", ".status.rolloutPhase", "string", "Rollout state.", 1),
+            PrinterColumn("Age", ".metadata.creationTimestamp", "date", "Time since creation."),
+        ),
+        selectable_fields=(".spec.model",),
+    )
+    rules = (
+        Rule(
+            cel=f"size(self.metadata.name) <= {MAX_NAME_LENGTH} && "
+            f"self.metadata.name.matches('{DNS1035_LABEL}')",
+            message=f"metadata.name must be a DNS-1035 label (lowercase letters, digits, '-', "
+            f"starting with a letter) of at most {MAX_NAME_LENGTH} characters: it names a "
+            "Service and its Deployments",
+            check=lambda isvc: (
+                not isvc.name or (len(isvc.name) <= MAX_NAME_LENGTH and _is_dns1035(isvc.name))
+            ),
+            field_path=".metadata",
+        ),
+    )
+
+    kind: Literal["InferenceService"] = "InferenceService"
+    """Kind is the REST resource this object represents."""
+    spec: InferenceServiceSpec
+    """What to serve and how."""
+    status: InferenceServiceStatus = Field(default_factory=InferenceServiceStatus)
+    """The observed state, written by the operator."""
+
+
+def _is_dns1035(name: str) -> bool:
+    return re.fullmatch(DNS1035_LABEL, name) is not None

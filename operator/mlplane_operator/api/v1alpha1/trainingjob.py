@@ -1,0 +1,417 @@
+"""TrainingJob: train a model on a dataset, evaluate it, and register a ModelVersion."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field, StringConstraints, field_validator
+
+from mlplane_operator.api.base import (
+    CustomResource,
+    KindInfo,
+    KubeModel,
+    PrinterColumn,
+    Rule,
+    StatusModel,
+    defaults_to_empty_object,
+    list_map,
+)
+from mlplane_operator.api.v1alpha1.common import (
+    EnvVar,
+    Image,
+    MetricValue,
+    ModelName,
+    ObjectName,
+    ResourceRequirements,
+    ShortText,
+    Stage,
+    StatusBase,
+    StorageUri,
+    Toleration,
+    check_unique_names,
+)
+
+CRON = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4,5}\S+)$"
+LOWER_IS_BETTER = frozenset({"rmse", "mae"})
+
+
+class BuiltinDataset(StrEnum):
+    """A dataset bundled with scikit-learn."""
+
+    IRIS = "iris"
+    WINE = "wine"
+    BREAST_CANCER = "breast_cancer"
+    DIABETES = "diabetes"
+    DIGITS = "digits"
+
+
+class DataFormat(StrEnum):
+    """The file format of a dataset at a URI."""
+
+    CSV = "csv"
+    PARQUET = "parquet"
+
+
+class Metric(StrEnum):
+    """A hold-out metric. Classification: accuracy, f1_macro, precision, recall, roc_auc.
+    Regression: r2, rmse, mae (rmse and mae: lower is better)."""
+
+    ACCURACY = "accuracy"
+    F1_MACRO = "f1_macro"
+    PRECISION = "precision"
+    RECALL = "recall"
+    ROC_AUC = "roc_auc"
+    R2 = "r2"
+    RMSE = "rmse"
+    MAE = "mae"
+
+
+class Preprocessor(StrEnum):
+    """A preprocessing step applied before the estimator."""
+
+    STANDARD_SCALER = "StandardScaler"
+    MIN_MAX_SCALER = "MinMaxScaler"
+
+
+ColumnName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class Dataset(KubeModel):
+    """The training data: exactly one of `builtin` (a scikit-learn dataset) or `uri`."""
+
+    rules = (
+        Rule(
+            cel="has(self.builtin) != has(self.uri)",
+            message="spec.dataset must set exactly one of builtin or uri",
+            check=lambda d: (d.builtin is None) != (d.uri is None),
+        ),
+        Rule(
+            cel="!has(self.uri) || has(self.target)",
+            message="spec.dataset.target is required with spec.dataset.uri: "
+            "name the column to predict",
+            check=lambda d: d.uri is None or d.target is not None,
+            field_path=".target",
+            reason="FieldValueRequired",
+        ),
+        Rule(
+            cel="!has(self.builtin) || !has(self.target)",
+            message="spec.dataset.target is only allowed with spec.dataset.uri "
+            "(a builtin dataset has its own target)",
+            check=lambda d: d.builtin is None or d.target is None,
+            field_path=".target",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            cel="!has(self.builtin) || !has(self.format)",
+            message="spec.dataset.format is only allowed with spec.dataset.uri",
+            check=lambda d: d.builtin is None or d.format is None,
+            field_path=".format",
+            reason="FieldValueForbidden",
+        ),
+    )
+
+    builtin: BuiltinDataset | None = None
+    """A scikit-learn bundled dataset: iris, wine, breast_cancer, diabetes or digits."""
+    uri: StorageUri | None = None
+    """Where the data file is: pvc://<claim>/<path>, s3://<bucket>/<key>, https://... or
+    http://... ."""
+    format: DataFormat | None = None
+    """The file format at `uri`: csv or parquet. Default csv."""
+    target: ColumnName | None = None
+    """The column to predict. Required with `uri`."""
+    features: Annotated[list[ColumnName], Field(min_length=1, max_length=1024)] | None = None
+    """The feature columns to train on, in order. Default: every column but the target."""
+
+    @property
+    def effective_format(self) -> DataFormat:
+        return self.format or DataFormat.CSV
+
+
+class Estimator(KubeModel):
+    """The scikit-learn estimator to fit (one that skl2onnx converts to ONNX)."""
+
+    class_: Annotated[
+        str,
+        StringConstraints(
+            pattern=r"^([A-Za-z_][A-Za-z0-9_]*\.)*[A-Za-z_][A-Za-z0-9_]*$", max_length=256
+        ),
+    ] = Field(alias="class")
+    """The estimator class: a bare name (RandomForestClassifier) or its import path
+    (sklearn.ensemble.RandomForestClassifier). The trainer accepts an allowlist of
+    estimators that convert to ONNX and reports any other in the run's message."""
+    params: dict[str, Any] | None = None
+    """Constructor parameters for the estimator, passed as given (e.g. n_estimators: 100)."""
+    preprocessing: Annotated[list[Preprocessor], Field(max_length=8)] | None = None
+    """Preprocessing steps applied in order before the estimator: StandardScaler,
+    MinMaxScaler."""
+
+
+class Validation(KubeModel):
+    """How the model is evaluated: a seeded train/test split and hold-out metrics."""
+
+    test_size: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    """The fraction of rows held out for evaluation, between 0 and 1 (exclusive)."""
+    seed: Annotated[int, Field(ge=0)] = 0
+    """The random seed for the split and for estimators that take a random_state."""
+    metrics: Annotated[list[Metric], Field(min_length=1, max_length=8)] | None = None
+    """The metrics to compute. Default: accuracy and f1_macro for classifiers; r2, rmse
+    and mae for regressors."""
+
+
+class Output(KubeModel):
+    """Where the run's artifacts are written."""
+
+    storage_uri: StorageUri | None = None
+    """The base URI for artifacts (pvc://, s3://); each run writes under
+    <storageUri>/<model>/<run>/. Default: the operator's configured storage."""
+
+
+class AutoPromote(KubeModel):
+    """Promote a new version to Production when it meets the policy."""
+
+    rules = (
+        Rule(
+            cel="!has(self.minimum) || !has(self.maximum) || self.minimum <= self.maximum",
+            message="spec.registration.autoPromote.minimum must not exceed "
+            "spec.registration.autoPromote.maximum",
+            check=lambda a: a.minimum is None or a.maximum is None or a.minimum <= a.maximum,
+            field_path=".minimum",
+        ),
+    )
+
+    metric: Metric
+    """The metric the policy looks at; it must be one the run computes."""
+    minimum: float | None = None
+    """The metric must be at least this (for metrics where higher is better)."""
+    maximum: float | None = None
+    """The metric must be at most this (for rmse, mae: lower is better)."""
+    must_beat_production: bool = True
+    """The new version must score better than the current Production version."""
+
+
+class RegistrationStage(StrEnum):
+    """The stage a new version is registered in: None, Staging or Production."""
+
+    NONE = "None"
+    STAGING = "Staging"
+    PRODUCTION = "Production"
+
+
+class Registration(KubeModel):
+    """How a successful run is registered as a ModelVersion."""
+
+    rules = (
+        Rule(
+            cel="!has(self.autoPromote) || !has(self.stage) || self.stage != 'Production'",
+            message="spec.registration.autoPromote cannot be combined with stage Production "
+            "(every version would already be in Production)",
+            check=lambda r: r.auto_promote is None or r.stage != RegistrationStage.PRODUCTION,
+            field_path=".autoPromote",
+            reason="FieldValueForbidden",
+        ),
+    )
+
+    stage: RegistrationStage = RegistrationStage.NONE
+    """The stage a new version gets: None, Staging or Production."""
+    auto_promote: AutoPromote | None = None
+    """Promote the new version to Production when it meets this policy."""
+
+    @property
+    def registry_stage(self) -> Stage:
+        return Stage(self.stage.value)
+
+
+class RunPolicy(KubeModel):
+    """How runs execute, as in Kubeflow's runPolicy."""
+
+    backoff_limit: Annotated[int, Field(ge=0, le=100)] = 1
+    """How many times a failed trainer pod is retried before the run fails."""
+    active_deadline_seconds: Annotated[int, Field(ge=1)] | None = None
+    """A run still going after this many seconds is stopped and fails."""
+    ttl_seconds_after_finished: Annotated[int, Field(ge=0)] | None = None
+    """Delete a finished run's Job (and pods) this many seconds after it ends."""
+    suspend: bool = False
+    """Suspend the TrainingJob: no new runs start (schedule included) and a running one
+    is stopped."""
+
+
+class TrainingJobSpec(KubeModel):
+    """The desired training: what to train on, how, and what to do with the result.
+    A new spec (generation) starts a new run; so do `schedule` and retrain requests."""
+
+    rules = (
+        Rule(
+            cel="!has(self.registration) || !has(self.registration.autoPromote) || "
+            "!has(self.validation) || !has(self.validation.metrics) || "
+            "self.registration.autoPromote.metric in self.validation.metrics",
+            message="spec.registration.autoPromote.metric must be one of spec.validation.metrics",
+            check=lambda s: (
+                s.registration.auto_promote is None
+                or s.validation.metrics is None
+                or s.registration.auto_promote.metric in s.validation.metrics
+            ),
+            field_path=".registration.autoPromote.metric",
+        ),
+    )
+
+    model: ModelName
+    """The model this trains (a DNS-1123 label); its versions are named <model>-v<N>."""
+    dataset: Dataset
+    """The training data."""
+    estimator: Estimator
+    """The estimator to fit."""
+    validation: Validation = Field(
+        default_factory=Validation, json_schema_extra=defaults_to_empty_object()
+    )
+    """How the model is evaluated."""
+    output: Output | None = None
+    """Where artifacts go."""
+    registration: Registration = Field(
+        default_factory=Registration, json_schema_extra=defaults_to_empty_object()
+    )
+    """How a successful run is registered and promoted."""
+    schedule: Annotated[str, StringConstraints(pattern=CRON, max_length=128)] | None = None
+    """Retrain on a cron schedule (five fields, e.g. "0 3 * * *", or @daily, @hourly,
+    ...; times in UTC). A run is skipped while another is active. The operator reports
+    an expression it cannot parse in the Stalled condition."""
+    run_policy: RunPolicy = Field(
+        default_factory=RunPolicy, json_schema_extra=defaults_to_empty_object()
+    )
+    """Retries, deadlines, clean-up and suspension."""
+    image: Image | None = None
+    """The trainer image. Default: the operator's configured runtime image."""
+    resources: ResourceRequirements | None = None
+    """Compute resources for the trainer container."""
+    service_account_name: ObjectName | None = None
+    """The ServiceAccount the trainer pod runs as."""
+    node_selector: Annotated[dict[str, str], Field(max_length=32)] | None = None
+    """Node labels the trainer pod must be scheduled on."""
+    tolerations: Annotated[list[Toleration], Field(max_length=32)] | None = None
+    """Tolerations for the trainer pod."""
+    env: (
+        Annotated[list[EnvVar], Field(max_length=64, json_schema_extra=list_map("name"))] | None
+    ) = None
+    """Extra environment variables for the trainer container."""
+    s3_credentials_secret: ObjectName | None = None
+    """A Secret in this namespace with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
+    optionally AWS_ENDPOINT_URL, AWS_REGION, for s3:// data and artifacts."""
+
+    @field_validator("env")
+    @classmethod
+    def _unique_env(cls, env: list[EnvVar] | None) -> list[EnvVar] | None:
+        check_unique_names(env, "spec.env")
+        return env
+
+
+class TrainingJobPhase(StrEnum):
+    """Pending, Scheduled (waiting for the next scheduled run), Running, Succeeded,
+    Failed or Suspended."""
+
+    PENDING = "Pending"
+    SCHEDULED = "Scheduled"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+
+
+class RunTrigger(StrEnum):
+    """What started a run: Spec (a new generation), Schedule, Retrain (drift on an
+    InferenceService) or Manual."""
+
+    SPEC = "Spec"
+    SCHEDULE = "Schedule"
+    RETRAIN = "Retrain"
+    MANUAL = "Manual"
+
+
+class RunOutcome(StrEnum):
+    """Running, Succeeded, Failed, or Cancelled (superseded or suspended)."""
+
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+
+class TrainingRun(StatusModel):
+    """One run of the TrainingJob."""
+
+    name: str
+    """The run name, unique within the TrainingJob."""
+    job: str | None = None
+    """The batch/v1 Job that executes the run."""
+    trigger: RunTrigger | None = None
+    """What started the run."""
+    generation: int | None = None
+    """The TrainingJob metadata.generation the run trains."""
+    start_time: datetime | None = None
+    """When the run started."""
+    completion_time: datetime | None = None
+    """When the run ended."""
+    outcome: RunOutcome
+    """How the run went."""
+    version: int | None = None
+    """The ModelVersion number the run registered."""
+    metric: MetricValue | None = None
+    """The run's headline metric."""
+    message: ShortText | None = None
+    """Why the run ended this way, for a person."""
+
+
+class TrainingJobStatus(StatusBase):
+    """The observed state of the TrainingJob."""
+
+    phase: TrainingJobPhase | None = None
+    """A one-word summary: Pending, Scheduled, Running, Succeeded, Failed or Suspended."""
+    runs: list[TrainingRun] = Field(default_factory=list, max_length=50)
+    """Recent runs, oldest first (a bounded history)."""
+    active_run: str | None = None
+    """The run in progress, if any."""
+    last_version: int | None = None
+    """The newest ModelVersion number this TrainingJob registered."""
+    last_metric: MetricValue | None = None
+    """The headline metric of the newest registered version."""
+    last_schedule_time: datetime | None = None
+    """When the schedule last started a run."""
+    next_schedule_time: datetime | None = None
+    """When the schedule starts the next run."""
+
+
+class TrainingJob(CustomResource):
+    """A TrainingJob trains a scikit-learn model on a dataset, converts it to ONNX,
+    evaluates it on a hold-out set and registers the result as a ModelVersion."""
+
+    kind_info: ClassVar[KindInfo] = KindInfo(
+        kind="TrainingJob",
+        plural="trainingjobs",
+        short_names=("tj",),
+        printer_columns=(
+            PrinterColumn("Model", ".spec.model", "string", "The model this trains."),
+            PrinterColumn("Phase", ".status.phase", "string", "A one-word summary."),
+            PrinterColumn("Last Version", ".status.lastVersion", "integer", "The newest version."),
+            PrinterColumn("Metric", ".status.lastMetric.name", "string", "Headline metric."),
+            PrinterColumn("Score", ".status.lastMetric.value", "number", "Its value."),
+            PrinterColumn("Schedule", ".spec.schedule", "string", "Cron schedule.", priority=1),
+            PrinterColumn("Active Run", ".status.activeRun", "string", "Run in progress.", 1),
+            PrinterColumn("Age", ".metadata.creationTimestamp", "date", "Time since creation."),
+        ),
+        selectable_fields=(".spec.model",),
+    )
+    rules = (
+        Rule(
+            cel="size(self.metadata.name) <= 52",
+            message="metadata.name must be at most 52 characters (it names the run's Jobs)",
+            check=lambda tj: len(tj.name) <= 52,
+            field_path=".metadata",
+        ),
+    )
+
+    kind: Literal["TrainingJob"] = "TrainingJob"
+    """Kind is the REST resource this object represents."""
+    spec: TrainingJobSpec
+    """The desired training."""
+    status: TrainingJobStatus = Field(default_factory=TrainingJobStatus)
+    """The observed state, written by the operator."""
