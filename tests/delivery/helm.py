@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from tests.kube import BIN, REPO
+from tests.kube import BIN, KUBECONFIG, REPO
 
 CHART = REPO / "charts" / "mlplane"
 RELEASE = "mlplane"
@@ -93,3 +93,25 @@ def rules(manifests: Iterable[Manifest]) -> Iterator[tuple[Manifest, dict[str, A
 
 def dump(manifests: Iterable[Manifest]) -> str:
     return yaml.safe_dump_all(list(manifests), sort_keys=False)
+
+
+def install(
+    namespace: str,
+    values: dict[str, str] | None = None,
+    *,
+    release: str = RELEASE,
+    wait: bool = True,
+    timeout: str = "5m",
+) -> subprocess.CompletedProcess[str]:
+    """`helm upgrade --install` into the local cluster (for end-to-end tests)."""
+    args = ["upgrade", "--install", release, str(CHART), "--namespace", namespace]
+    args += set_args(values)
+    if wait:
+        args += ["--wait", "--timeout", timeout]
+    return helm(*args, kubeconfig=KUBECONFIG, timeout=600)
+
+
+def uninstall(namespace: str, *, release: str = RELEASE) -> None:
+    helm(
+        "uninstall", release, "--namespace", namespace, "--ignore-not-found", kubeconfig=KUBECONFIG
+    )

@@ -53,7 +53,15 @@ def install_crds(crds: list[Manifest]) -> None:
     """Create CRDs for real, as Helm does before the release's other resources."""
     if not crds:
         return
-    kubectl("apply", "--server-side", "--field-manager=mlplane-tests", "-f", "-", stdin=dump(crds))
+    kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",  # other suites apply the same CRDs under their own manager
+        "--field-manager=mlplane-tests",
+        "-f",
+        "-",
+        stdin=dump(crds),
+    )
     for crd in crds:
         kubectl(
             "wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd['metadata']['name']}"
