@@ -232,6 +232,8 @@ def prepare(ctx: PodContext, container: Obj, image: LocalImage) -> Obj:
     cdir = ctx.pod_dir / "containers" / container["name"]
     cdir.mkdir(parents=True, exist_ok=True)
     return {
+        "expose": [] if uid in (None, 0) else [os.path.realpath(sys.base_prefix)],
+        "stage": str(cdir / "stage"),
         "netns": ctx.netns,
         "hostname": ctx.hostname,
         "mounts": _mounts(ctx, container, env, cdir),

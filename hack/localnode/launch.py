@@ -26,6 +26,7 @@ MS_NOSUID = 0x2
 MS_NODEV = 0x4
 MS_REMOUNT = 0x20
 MS_BIND = 0x1000
+MS_MOVE = 0x2000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 START_ERROR_EXIT = 128
@@ -39,9 +40,37 @@ def _check(result: int, what: str) -> None:
         raise OSError(errno, f"{what}: {os.strerror(errno)}")
 
 
-def _mount(source: str | None, target: str, flags: int) -> None:
+def _mount(
+    source: str | None, target: str, flags: int, fstype: str | None = None, data: str = ""
+) -> None:
     src = source.encode() if source is not None else None
-    _check(_libc.mount(src, target.encode(), None, flags, None), f"mount {source} {target}")
+    kind = fstype.encode() if fstype is not None else None
+    options = data.encode() if data else None
+    _check(_libc.mount(src, target.encode(), kind, flags, options), f"mount {source} {target}")
+
+
+def expose(paths: list[str], stage: str) -> None:
+    """Make `paths` reachable for a non-root user when an ancestor is private (e.g. /root).
+
+    The private ancestor is shadowed by a tmpfs (mode 755) in this mount namespace only,
+    and each path is bind-mounted back at its own place inside it.
+    """
+    for index, path in enumerate(paths):
+        parts = path.strip("/").split("/")
+        blocked = None
+        for depth in range(1, len(parts)):
+            ancestor = "/" + "/".join(parts[:depth])
+            if not os.stat(ancestor).st_mode & 0o001:
+                blocked = ancestor
+                break
+        if blocked is None:
+            continue
+        staged = os.path.join(stage, str(index))
+        os.makedirs(staged, exist_ok=True)
+        _mount(path, staged, MS_BIND | MS_REC)
+        _mount("tmpfs", blocked, MS_NOSUID | MS_NODEV, "tmpfs", "mode=755")
+        os.makedirs(path, exist_ok=True)
+        _mount(staged, path, MS_MOVE)
 
 
 def enter_namespaces(spec: dict[str, object]) -> None:
@@ -94,6 +123,9 @@ def main() -> None:
         for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
             signal.signal(number, signal.SIG_DFL)
         enter_namespaces(spec)
+        stage = spec.get("stage")
+        if spec.get("expose") and isinstance(stage, str):
+            expose([str(p) for p in spec["expose"]], stage)
         mount_volumes(spec.get("mounts") or [])
         workdir = spec.get("workingDir") or "/"
         os.makedirs(workdir, exist_ok=True)

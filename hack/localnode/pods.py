@@ -47,7 +47,8 @@ class Container:
     retry_at: float = 0.0  # monotonic: next start attempt (back-off, image, config)
     retry_reason: str = ""  # "backoff" | "image" | "config"
     last_exit: Obj | None = None  # the last terminated state
-    backoff: float = 0.0
+    backoff: float = 0.0  # the delay before the next restart after a failure
+    delay: float = 0.0  # the current restart delay (shown in CrashLoopBackOff)
     image_attempts: int = 0
     kill_deadline: float | None = None
 
@@ -139,7 +140,12 @@ class PodWorker(threading.Thread):
                 container.has_run = True
                 container.status.state = state
                 continue
-            if "running" in state or "terminated" in state:
+            last = (old.get("lastState") or {}).get("terminated")
+            if "waiting" in state and last:
+                container.has_run = True
+                container.last_exit = last
+                container.status.last_state = {"terminated": last}
+            elif "running" in state or "terminated" in state:
                 container.has_run = True
                 terminated = state.get("terminated") or {
                     "exitCode": 137,
@@ -325,7 +331,7 @@ class PodWorker(threading.Thread):
         container.status.last_state = {"terminated": last}
         container.status.waiting(
             "CrashLoopBackOff",
-            f"back-off {int(container.backoff)}s restarting failed container={container.name} "
+            f"back-off {int(container.delay)}s restarting failed container={container.name} "
             f"pod={meta['name']}_{meta['namespace']}({self.uid})",
         )
 
@@ -477,7 +483,7 @@ class PodWorker(threading.Thread):
         if ran_for > BACKOFF_RESET:
             container.backoff = 0.0
         # First restart is immediate, then 10 s doubling to 5 min (kubelet).
-        delay = container.backoff
+        delay = container.delay = container.backoff
         container.backoff = (
             self.config.backoff_initial
             if container.backoff == 0

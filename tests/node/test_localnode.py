@@ -466,3 +466,34 @@ def test_restarted_agent_does_not_duplicate_pods(core: client.CoreV1Api, namespa
     assert after["status"]["podIP"] == before["status"]["podIP"]
     with urllib.request.urlopen(f"http://{after['status']['podIP']}:8080/", timeout=5) as r:
         assert r.status == 200
+
+
+def test_non_root_user_with_startup_and_exec_probes(core: client.CoreV1Api, namespace: str) -> None:
+    script = "id -u > /scratch/uid; id -G > /scratch/groups; exec python -m http.server 8080"
+    web = {
+        "name": "web",
+        "image": "mlplane/runtime:dev",
+        "command": ["sh", "-c", script],
+        "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+        "startupProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1, "failureThreshold": 30},
+        "readinessProbe": {
+            "exec": {"command": ["sh", "-c", 'test "$(id -u)" = 1000 && test -f /scratch/uid']},
+            "periodSeconds": 1,
+        },
+    }
+    core.create_namespaced_pod(
+        namespace,
+        pod(
+            "nonroot",
+            [web],
+            securityContext={"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 2000},
+            volumes=[{"name": "scratch", "emptyDir": {}}],
+        ),
+    )
+    ready = wait_ready(core, namespace, "nonroot")
+    status = container_status(ready, "web")
+    assert status["started"] is True
+    assert status["restartCount"] == 0
+    scratch = NODE_STATE / "pods" / ready["metadata"]["uid"] / "volumes" / "empty-dir" / "scratch"
+    assert (scratch / "uid").read_text().strip() == "1000"
+    assert set((scratch / "groups").read_text().split()) == {"1000", "2000"}
