@@ -125,7 +125,7 @@ class Agent:
             if kind == "BOOKMARK":
                 continue
             if kind == "DELETED":
-                self._removed(obj["metadata"]["uid"])
+                self._removed(obj["metadata"]["uid"], obj)
             else:
                 self._handle(obj)
         return version
@@ -161,9 +161,12 @@ class Agent:
                 if uid not in uids:
                     self._removed(uid)
 
-    def _removed(self, uid: str) -> None:
+    def _removed(self, uid: str, last: Obj | None = None) -> None:
+        """The object is gone (force-deleted, or deleted while we were not watching)."""
         worker = self.workers.get(uid)
         if worker is not None:
+            if last is not None:
+                worker.update(last)
             worker.removed.set()
             worker.wake.set()
 

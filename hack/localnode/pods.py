@@ -497,6 +497,8 @@ class PodWorker(threading.Thread):
     def grace(self) -> int:
         meta, spec = self.pod["metadata"], self.pod["spec"]
         value = meta.get("deletionGracePeriodSeconds")
+        if value is None and self.removed.is_set():
+            value = 1  # the object is gone without a grace period: stop right away
         if value is None:
             value = spec.get("terminationGracePeriodSeconds")
         return int(30 if value is None else value)

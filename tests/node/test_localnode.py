@@ -497,3 +497,21 @@ def test_non_root_user_with_startup_and_exec_probes(core: client.CoreV1Api, name
     scratch = NODE_STATE / "pods" / ready["metadata"]["uid"] / "volumes" / "empty-dir" / "scratch"
     assert (scratch / "uid").read_text().strip() == "1000"
     assert set((scratch / "groups").read_text().split()) == {"1000", "2000"}
+
+
+def test_force_deleted_pod_is_killed_without_waiting_for_its_grace_period(
+    core: client.CoreV1Api, namespace: str
+) -> None:
+    token = marker()
+    stubborn = (
+        f"# {token}\nimport signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "while True: time.sleep(1)\n"
+    )
+    core.create_namespaced_pod(
+        namespace, pod("forced", [container("main", stubborn)], terminationGracePeriodSeconds=60)
+    )
+    wait_phase(core, namespace, "forced", {"Running"})
+    eventually(lambda: pids_with(token), what="the container process")
+    core.delete_namespaced_pod("forced", namespace, grace_period_seconds=0)
+    eventually(lambda: not pids_with(token), timeout=10, what="the process killed")
