@@ -215,18 +215,20 @@ MINIMAL_DEFAULTED_SPEC: dict[str, Manifest] = {
 }
 
 
-def example_files() -> list[Path]:
-    return sorted(EXAMPLES.glob("*/*.yaml"))
-
-
 def example_documents() -> list[tuple[str, Manifest]]:
-    """(file:index, manifest) for every document in examples/."""
+    """(file:index, manifest) for every mlplane.io document in examples/ (other examples,
+    such as Argo CD Applications, belong to other tests)."""
     documents = []
-    for path in example_files():
+    for path in sorted(EXAMPLES.glob("*/*.yaml")):
         for index, doc in enumerate(yaml.safe_load_all(path.read_text(encoding="utf-8"))):
-            if doc:
+            if doc and str(doc.get("apiVersion", "")).startswith("mlplane.io/"):
                 documents.append((f"{path.relative_to(EXAMPLES)}:{index}", doc))
     return documents
+
+
+def example_directories() -> list[str]:
+    """The example directories holding mlplane.io manifests."""
+    return sorted({where.split("/")[0] for where, _ in example_documents()})
 
 
 @dataclass(frozen=True)

@@ -130,9 +130,11 @@ class Rollout(KubeModel):
     strategy: RolloutStrategy = RolloutStrategy.ROLLING_UPDATE
     """RollingUpdate or Canary."""
     canary: Canary | None = None
-    """The canary steps (strategy Canary)."""
+    """The canary steps: traffic percentages, strictly ascending, each held stepSeconds.
+    Required with strategy Canary, forbidden otherwise."""
     analysis: Analysis | None = None
-    """The thresholds each canary step must meet (strategy Canary)."""
+    """The thresholds each canary step must meet: error rate, p99 latency, after
+    minRequests requests. Only with strategy Canary."""
     auto_rollback: bool = True
     """Roll back to the previous version when the analysis fails."""
 
@@ -191,9 +193,11 @@ class Monitoring(KubeModel):
     )
 
     drift: Drift | None = None
-    """Drift detection."""
+    """Drift detection: compare live requests per feature with the training-data profile
+    (psi or ks) and report drift above threshold."""
     retrain: Retrain | None = None
-    """Retrain on drift (needs drift enabled)."""
+    """On drift, start a run of this TrainingJob (at most once per cooldownSeconds).
+    Requires drift to be enabled."""
     service_monitor: bool = False
     """Create a Prometheus Operator ServiceMonitor for the server and monitor metrics."""
 
@@ -230,13 +234,17 @@ class InferenceServiceSpec(KubeModel):
     replicas: Annotated[int, Field(ge=0, le=1000)] | None = None
     """A fixed number of replicas (default 1). Mutually exclusive with autoscaling."""
     autoscaling: Autoscaling | None = None
-    """Scale with a HorizontalPodAutoscaler instead of a fixed replica count."""
+    """Scale with a HorizontalPodAutoscaler between minReplicas and maxReplicas on CPU
+    utilization, instead of a fixed replica count. Mutually exclusive with replicas."""
     rollout: Rollout = Field(default_factory=Rollout, json_schema_extra=defaults_to_empty_object())
-    """How a new version replaces the current one."""
+    """How a new version replaces the current one: strategy RollingUpdate (default) or
+    Canary with canary steps, analysis thresholds and automatic rollback."""
     monitoring: Monitoring | None = None
-    """Drift detection, retraining and metrics scraping."""
+    """Drift detection against the training-data baseline, closed-loop retraining through a
+    TrainingJob, and a Prometheus ServiceMonitor."""
     resources: ResourceRequirements | None = None
-    """Compute resources for the model server container."""
+    """Compute resources per server replica: limits and requests per resource (cpu,
+    memory), as in a Pod."""
     image: Image | None = None
     """The server image. Default: the operator's configured runtime image."""
     threads: Annotated[int, Field(ge=1, le=64)] | None = None
@@ -360,7 +368,7 @@ class InferenceService(CustomResource):
     kind: Literal["InferenceService"] = "InferenceService"
     """Kind is the REST resource this object represents."""
     spec: InferenceServiceSpec
-    """What to serve and how."""
+    """What to serve and how: model and version or stage, capacity, rollout, monitoring."""
     status: InferenceServiceStatus = Field(default_factory=InferenceServiceStatus)
     """The observed state, written by the operator."""
 

@@ -126,9 +126,9 @@ class Lineage(KubeModel):
     run: Annotated[str, StringConstraints(max_length=253)] | None = None
     """The run of that TrainingJob."""
     dataset: DatasetLineage | None = None
-    """The training data."""
+    """The training data: its uri and SHA-256."""
     estimator: EstimatorLineage | None = None
-    """The estimator."""
+    """The estimator class and its parameters."""
     image: Annotated[str, StringConstraints(max_length=512)] | None = None
     """The trainer image."""
 
@@ -177,15 +177,18 @@ class ModelVersionSpec(KubeModel):
     version: Annotated[int, Field(ge=1)]
     """The version number, from 1. The object must be named <model>-v<version>."""
     artifact: Artifact
-    """The model file."""
+    """The model file: its uri, SHA-256 (verified before serving), size and format
+    (onnx). Immutable."""
     signature: Signature | None = None
-    """The input and output tensors."""
+    """The input and output tensors (name, Open Inference Protocol datatype, shape);
+    checked against the ONNX graph."""
     metrics: Annotated[dict[str, float], Field(max_length=64)] | None = None
     """Hold-out metrics by name (e.g. accuracy: 0.97)."""
     lineage: Lineage | None = None
-    """Where the model came from."""
+    """Where the model came from: TrainingJob and run, dataset, estimator and image."""
     baseline: Baseline | None = None
-    """The training-data profile for drift detection."""
+    """The training-data profile (uri and SHA-256) that drift detection compares live
+    requests with."""
     stage: Stage = Stage.NONE
     """The registry stage: None, Staging, Production or Archived. The only mutable field:
     promoting a version to Production archives the previous Production version."""
@@ -270,7 +273,7 @@ class ModelVersion(CustomResource):
     kind: Literal["ModelVersion"] = "ModelVersion"
     """Kind is the REST resource this object represents."""
     spec: ModelVersionSpec
-    """The version record."""
+    """The version record: immutable except stage."""
     status: ModelVersionStatus = Field(default_factory=ModelVersionStatus)
     """The observed state, written by the operator."""
 

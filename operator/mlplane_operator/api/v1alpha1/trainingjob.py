@@ -216,7 +216,8 @@ class Registration(KubeModel):
     stage: RegistrationStage = RegistrationStage.NONE
     """The stage a new version gets: None, Staging or Production."""
     auto_promote: AutoPromote | None = None
-    """Promote the new version to Production when it meets this policy."""
+    """Promote the new version to Production when the metric meets minimum/maximum and
+    (by default) beats the current Production version."""
 
     @property
     def registry_stage(self) -> Stage:
@@ -259,19 +260,24 @@ class TrainingJobSpec(KubeModel):
     model: ModelName
     """The model this trains (a DNS-1123 label); its versions are named <model>-v<N>."""
     dataset: Dataset
-    """The training data."""
+    """The training data: exactly one of builtin (a scikit-learn dataset) or uri (a CSV or
+    Parquet file, with the target column to predict)."""
     estimator: Estimator
-    """The estimator to fit."""
+    """The scikit-learn estimator to fit (class and params), with optional preprocessing;
+    it must be one that converts to ONNX."""
     validation: Validation = Field(
         default_factory=Validation, json_schema_extra=defaults_to_empty_object()
     )
-    """How the model is evaluated."""
+    """How the model is evaluated: the hold-out fraction (testSize), the split seed and
+    the metrics to compute."""
     output: Output | None = None
-    """Where artifacts go."""
+    """Where the run writes model.onnx, metrics.json and profile.json. Default: the
+    operator's configured storage."""
     registration: Registration = Field(
         default_factory=Registration, json_schema_extra=defaults_to_empty_object()
     )
-    """How a successful run is registered and promoted."""
+    """How a successful run is registered: the stage the new ModelVersion gets (default
+    None) and an optional autoPromote policy for Production."""
     schedule: Annotated[str, StringConstraints(pattern=CRON, max_length=128)] | None = None
     """Retrain on a cron schedule (five fields, e.g. "0 3 * * *", or @daily, @hourly,
     ...; times in UTC). A run is skipped while another is active. The operator reports
@@ -279,11 +285,13 @@ class TrainingJobSpec(KubeModel):
     run_policy: RunPolicy = Field(
         default_factory=RunPolicy, json_schema_extra=defaults_to_empty_object()
     )
-    """Retries, deadlines, clean-up and suspension."""
+    """Retries (backoffLimit), a deadline per run, clean-up of finished Jobs
+    (ttlSecondsAfterFinished) and suspension."""
     image: Image | None = None
     """The trainer image. Default: the operator's configured runtime image."""
     resources: ResourceRequirements | None = None
-    """Compute resources for the trainer container."""
+    """Compute resources for the trainer container: limits and requests per resource
+    (cpu, memory), as in a Pod."""
     service_account_name: ObjectName | None = None
     """The ServiceAccount the trainer pod runs as."""
     node_selector: Annotated[dict[str, str], Field(max_length=32)] | None = None
@@ -412,6 +420,6 @@ class TrainingJob(CustomResource):
     kind: Literal["TrainingJob"] = "TrainingJob"
     """Kind is the REST resource this object represents."""
     spec: TrainingJobSpec
-    """The desired training."""
+    """The desired training: data, estimator, evaluation, registration and schedule."""
     status: TrainingJobStatus = Field(default_factory=TrainingJobStatus)
     """The observed state, written by the operator."""
