@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -80,7 +80,7 @@ def _plural(manifest: Manifest) -> str:
 def create(
     kube_api: client.ApiClient, namespace: str, manifest: Manifest, *, dry_run: bool = False
 ) -> dict[str, Any]:
-    created: dict[str, Any] = client.CustomObjectsApi(kube_api).create_namespaced_custom_object(
+    created = client.CustomObjectsApi(kube_api).create_namespaced_custom_object(
         GROUP,
         VERSION,
         namespace,
@@ -89,7 +89,7 @@ def create(
         dry_run="All" if dry_run else None,
         field_validation="Strict",
     )
-    return created
+    return cast(dict[str, Any], created)
 
 
 def patch(
@@ -105,7 +105,7 @@ def patch(
     method = (
         api.patch_namespaced_custom_object_status if status else api.patch_namespaced_custom_object
     )
-    patched: dict[str, Any] = method(
+    patched = method(
         GROUP,
         VERSION,
         namespace,
@@ -114,13 +114,13 @@ def patch(
         body,
         _content_type=content_type,
     )
-    return patched
+    return cast(dict[str, Any], patched)
 
 
 def rejection(caught: pytest.ExceptionInfo[ApiException]) -> str:
     """The API server's error: its message and every cause's field and message."""
     assert caught.value.status in (400, 422), caught.value
-    body = json.loads(caught.value.body)
+    body = json.loads(caught.value.body or "{}")
     causes = body.get("details", {}).get("causes", [])
     return "\n".join([body["message"], *(f"{c.get('field')}: {c.get('message')}" for c in causes)])
 
@@ -129,7 +129,8 @@ def test_crds_install_and_are_established(crds: list[str], kube_api: client.ApiC
     api = client.ApiextensionsV1Api(kube_api)
     for name in crds:
         crd = api.read_custom_resource_definition(name)
-        conditions = {c.type: c.status for c in crd.status.conditions}
+        assert crd.status is not None
+        conditions = {c.type: c.status for c in crd.status.conditions or []}
         assert conditions["Established"] == "True"
         assert conditions["NamesAccepted"] == "True"
 
@@ -336,7 +337,7 @@ def test_status_written_by_the_operator_round_trips(
     status = _statuses()[kind].to_json()
     stored = patch(kube_api, namespace, manifest, {"status": status}, status=True)
     assert stored["status"] == status
-    assert KIND_BY_NAME[kind].from_body(stored).status.to_json() == status
+    assert KIND_BY_NAME[kind].from_body(stored).to_json()["status"] == status
 
 
 # What a person sees.
@@ -372,8 +373,8 @@ def test_kubectl_get_shows_columns_category_and_selects_by_model(
     assert header == ["NAME", "MODEL", "VERSION", "STAGE", "VERIFIED", "METRIC", "SCORE", "AGE"]
     header = kubectl("get", "mlisvc", "-n", namespace).stdout.splitlines()[0].split()
     assert header == ["NAME", "MODEL", "SERVING", "CANARY", "WEIGHT", "READY", "URL", "AGE"]
-    header = kubectl("get", "tj", "-n", namespace).stdout.splitlines()[0]
-    assert header.split()[:4] == ["NAME", "MODEL", "PHASE", "LAST"]
+    tj_header = kubectl("get", "tj", "-n", namespace).stdout.splitlines()[0]
+    assert tj_header.split()[:4] == ["NAME", "MODEL", "PHASE", "LAST"]
     selected = kubectl(
         "get", "mv", "-n", namespace, "--field-selector", "spec.model=iris", "-o", "name"
     ).stdout.split()
