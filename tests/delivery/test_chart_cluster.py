@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -205,3 +205,88 @@ def test_the_kopf_peering_crds_serve_the_peering_objects(chart_crds: None, names
         assert peerings
         expected = {(p["kind"].lower(), p["metadata"]["name"]) for p in peerings}
         assert applied(dry_run(peerings)) == expected
+
+
+InstallRBAC = tuple[str, Callable[[dict[str, str]], list[Manifest]]]
+
+
+def can_i(service_account: str, verb: str, resource: str, namespace: str | None) -> bool:
+    """Ask the API server's authorizer; `resource` may name a subresource (pods/exec)."""
+    resource, _, subresource = resource.partition("/")
+    args = ["auth", "can-i", verb, resource, f"--as={service_account}"]
+    args += ["--namespace", namespace] if namespace else ["--all-namespaces"]
+    if subresource:
+        args.append(f"--subresource={subresource}")
+    result = kubectl(*args, check=False)
+    assert "doesn't have a resource type" not in result.stderr, result.stderr
+    return result.stdout.strip() == "yes"
+
+
+@pytest.fixture
+def installed_rbac(namespace: str) -> Iterator[InstallRBAC]:
+    """The chart's ServiceAccount and RBAC applied for real (cluster-scoped names made
+    unique by the namespace); removed afterwards."""
+    created: list[Manifest] = []
+
+    def apply(values: dict[str, str]) -> list[Manifest]:
+        manifests = render({**values, "fullnameOverride": namespace}, namespace=namespace)
+        rbac = of_kind(
+            manifests, "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"
+        )
+        kubectl("apply", "-f", "-", stdin=dump(rbac))
+        created.extend(m for m in rbac if m["kind"].startswith("Cluster"))
+        return rbac
+
+    yield namespace, apply
+    for manifest in created:
+        kubectl("delete", manifest["kind"], manifest["metadata"]["name"], "--ignore-not-found")
+
+
+def test_rbac_grants_what_the_operator_needs_and_nothing_more(
+    chart_crds: None, installed_rbac: InstallRBAC
+) -> None:
+    namespace, apply = installed_rbac
+    apply({})
+    sa = f"system:serviceaccount:{namespace}:{namespace}"
+    allowed = [
+        ("watch", "trainingjobs.mlplane.io"),
+        ("patch", "inferenceservices.mlplane.io/status"),
+        ("update", "trainingjobs.mlplane.io/finalizers"),
+        ("create", "modelversions.mlplane.io"),
+        ("create", "jobs.batch"),
+        ("create", "deployments.apps"),
+        ("create", "persistentvolumeclaims"),
+        ("create", "horizontalpodautoscalers.autoscaling"),
+        ("list", "pods"),
+        ("create", "events"),
+        ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
+    ]
+    denied = [
+        ("delete", "modelversions.mlplane.io"),
+        ("delete", "trainingjobs.mlplane.io"),
+        ("get", "secrets"),
+        ("create", "pods/exec"),
+        ("get", "pods/proxy"),
+        ("delete", "persistentvolumeclaims"),
+        ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+        ("list", "clusterkopfpeerings.kopf.dev"),
+        ("create", "servicemonitors.monitoring.coreos.com"),
+    ]
+    for verb, resource in allowed:
+        assert can_i(sa, verb, resource, "any-namespace"), f"cannot {verb} {resource}"
+    for verb, resource in denied:
+        assert not can_i(sa, verb, resource, "any-namespace"), f"may {verb} {resource}"
+
+
+def test_namespaced_rbac_stops_at_the_watched_namespaces(
+    chart_crds: None, installed_rbac: InstallRBAC
+) -> None:
+    namespace, apply = installed_rbac
+    apply({"watchNamespaces": "{" + namespace + "}", "replicaCount": "2"})
+    sa = f"system:serviceaccount:{namespace}:{namespace}"
+    assert can_i(sa, "create", "jobs.batch", namespace)
+    assert can_i(sa, "patch", "kopfpeerings.kopf.dev", namespace)
+    assert not can_i(sa, "create", "jobs.batch", "default")
+    assert not can_i(sa, "watch", "trainingjobs.mlplane.io", None), "no cluster-wide watch"
+    assert can_i(sa, "list", "customresourcedefinitions.apiextensions.k8s.io", None)
+    assert can_i(sa, "watch", "namespaces", None)
