@@ -465,6 +465,15 @@ def down() -> None:
     log("stopped; state removed")
 
 
+def restart_node() -> None:
+    """Restart the node agent alone (it adopts or cleans the pods it finds)."""
+    stop("localnode")
+    node = node_component()
+    if node is not None:
+        start(node)
+        wait_for(f"node {NODE_NAME} to be Ready", node_ready, 120, node.name)
+
+
 def status() -> None:
     for name in COMPONENT_NAMES:
         pid = running_pid(name)
@@ -475,10 +484,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "down", "status", "restart-node"])
     command = parser.parse_args().command
     try:
-        {"up": up, "down": down, "status": status}[command]()
+        {"up": up, "down": down, "status": status, "restart-node": restart_node}[command]()
     except (ClusterError, subprocess.CalledProcessError) as error:
         log(f"error: {error}")
         return 1

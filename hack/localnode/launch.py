@@ -90,8 +90,11 @@ def enter_namespaces(spec: dict[str, object]) -> None:
 
 
 def mount_volumes(mounts: list[dict[str, object]]) -> None:
-    for mount in mounts:
-        source, target = str(mount["source"]), str(mount["target"])
+    # Resolve every source before mounting anything: a volume mounted at /tmp (a common
+    # emptyDir) would otherwise hide a later source that lives under the host's /tmp.
+    sources = [os.open(str(mount["source"]), os.O_PATH) for mount in mounts]
+    for mount, fd in zip(mounts, sources, strict=True):
+        source, target = f"/proc/self/fd/{fd}", str(mount["target"])
         if not os.path.lexists(target):
             if os.path.isdir(source):
                 os.makedirs(target, exist_ok=True)
@@ -102,6 +105,8 @@ def mount_volumes(mounts: list[dict[str, object]]) -> None:
         _mount(source, target, MS_BIND | MS_REC)
         if mount.get("readOnly"):
             _mount(None, target, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    for fd in sources:
+        os.close(fd)
 
 
 def drop_privileges(spec: dict[str, object]) -> None:

@@ -216,6 +216,12 @@ class PodVolumes:
         if not path.exists():
             path.mkdir(parents=True)
             os.chmod(path, 0o777)
+        group = self.fs_group
+        if group is not None:
+            # Like the kubelet for a PVC: the volume belongs to the pod's fsGroup
+            # (group-writable, setgid so new files inherit the group).
+            os.chown(path, -1, group)
+            os.chmod(path, path.stat().st_mode | 0o2070)
         return path
 
     def _object_files(self, kind: str, source: Obj) -> Files:

@@ -1,0 +1,82 @@
+"""The ModelVersion a successful run registers (pure)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mlplane_operator import labels
+from mlplane_operator.api.v1alpha1 import API_VERSION, TrainingJob, version_name
+
+Manifest = dict[str, Any]
+
+
+def build_model_version(
+    tj: TrainingJob, run: str, result: Manifest, version: int, image: str
+) -> Manifest:
+    """A ModelVersion from the trainer's result. Its stage starts at None: the requested
+    stage and the promotion policy are applied only once the artifact is verified."""
+    spec = tj.spec
+    artifact = result["artifact"]
+    estimator = result.get("estimator") or {}
+    annotations = {}
+    registration = spec.registration
+    if registration.stage.value != "None":
+        annotations[labels.REQUESTED_STAGE] = registration.stage.value
+    if registration.auto_promote is not None:
+        annotations[labels.AUTO_PROMOTE] = json.dumps(
+            registration.auto_promote.to_json(), sort_keys=True
+        )
+    lineage: Manifest = {
+        "trainingJob": tj.name,
+        "run": run,
+        "estimator": {"class": estimator.get("class", spec.estimator.class_)},
+        "image": image,
+    }
+    if estimator.get("params"):
+        lineage["estimator"]["params"] = estimator["params"]
+    dataset = result.get("dataset") or {}
+    if dataset.get("uri"):
+        lineage["dataset"] = {key: dataset[key] for key in ("uri", "sha256") if dataset.get(key)}
+    model_spec: Manifest = {
+        "model": spec.model,
+        "version": version,
+        "artifact": {
+            "uri": artifact["uri"],
+            "sha256": artifact["sha256"],
+            "format": artifact.get("format", "onnx"),
+        },
+        "lineage": lineage,
+        "stage": "None",
+    }
+    if artifact.get("sizeBytes") is not None:
+        model_spec["artifact"]["sizeBytes"] = artifact["sizeBytes"]
+    if result.get("signature"):
+        model_spec["signature"] = result["signature"]
+    metrics = {
+        name: float(value)
+        for name, value in (result.get("metrics") or {}).items()
+        if isinstance(value, int | float)
+    }
+    if metrics:
+        model_spec["metrics"] = metrics
+    baseline = result.get("baseline") or {}
+    if baseline.get("uri") and baseline.get("sha256"):
+        model_spec["baseline"] = {"uri": baseline["uri"], "sha256": baseline["sha256"]}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "ModelVersion",
+        "metadata": {
+            "name": version_name(spec.model, version),
+            "namespace": tj.namespace,
+            "labels": {
+                **labels.MANAGED_BY,
+                labels.MODEL: spec.model,
+                labels.VERSION: str(version),
+                labels.TRAINING_JOB: tj.name,
+                labels.RUN: run,
+            },
+            "annotations": annotations,
+        },
+        "spec": model_spec,
+    }

@@ -1,0 +1,202 @@
+"""What an InferenceService runs (pure): a Deployment per served version, one Service in
+front of all of them, an HPA when autoscaling, a ServiceMonitor when asked."""
+
+from __future__ import annotations
+
+from mlplane_operator import labels
+from mlplane_operator.api.v1alpha1 import InferenceService, ModelVersion
+from mlplane_operator.builders.workloads import (
+    Manifest,
+    child_metadata,
+    claims_of,
+    container_security_context,
+    pod_security_context,
+    s3_env,
+    storage_volumes,
+)
+from mlplane_operator.settings import OperatorSettings
+
+STEP = f"{labels.PREFIX}/canary-step"
+STEP_STARTED = f"{labels.PREFIX}/canary-step-started"
+
+
+def deployment_name(isvc: InferenceService, version: int) -> str:
+    return f"{isvc.name}-v{version}"
+
+
+def selector(isvc: InferenceService) -> dict[str, str]:
+    return {labels.INFERENCE_SERVICE: isvc.name, labels.COMPONENT: "server"}
+
+
+def drift_enabled(isvc: InferenceService) -> bool:
+    drift = isvc.spec.monitoring.drift if isvc.spec.monitoring else None
+    return drift is not None and drift.enabled
+
+
+def build_deployment(
+    isvc: InferenceService,
+    body: Manifest,
+    mv: ModelVersion,
+    replicas: int,
+    settings: OperatorSettings,
+    annotations: dict[str, str] | None = None,
+) -> Manifest:
+    spec, artifact = isvc.spec, mv.spec.artifact
+    version = mv.spec.version
+    pod_labels = {**selector(isvc), labels.MODEL: spec.model, labels.VERSION: str(version)}
+    baseline = mv.spec.baseline
+    monitored = drift_enabled(isvc) and baseline is not None
+    uris = [artifact.uri, baseline.uri if monitored and baseline else None]
+    volumes, mounts = storage_volumes(claims_of(*uris), read_only=True)
+    uses_s3 = any((uri or "").startswith("s3://") for uri in uris)
+    s3_vars, env_from = s3_env(
+        settings.s3_endpoint if uses_s3 else None, settings.s3_secret if uses_s3 else None
+    )
+    image = spec.image or settings.runtime_image
+    args = [
+        f"--model-uri={artifact.uri}",
+        f"--model-name={spec.model}",
+        f"--model-version={version}",
+        f"--sha256={artifact.sha256}",
+        f"--port={settings.serving_port}",
+        f"--threads={spec.threads or 1}",
+    ]
+    if monitored:
+        args += [f"--monitor-url=http://127.0.0.1:{settings.monitor_port}"]
+    server: Manifest = {
+        "name": "server",
+        "image": image,
+        "command": ["mlplane-serve"],
+        "args": args,
+        "env": [{"name": "HOME", "value": "/tmp"}, *s3_vars],
+        "ports": [{"name": "http", "containerPort": settings.serving_port}],
+        "volumeMounts": mounts,
+        "securityContext": container_security_context(),
+        "readinessProbe": _probe("/v2/health/ready", settings.serving_port, period=2),
+        "livenessProbe": _probe("/v2/health/live", settings.serving_port, period=10, failures=3),
+        "startupProbe": _probe("/v2/health/live", settings.serving_port, period=1, failures=120),
+    }
+    if env_from:
+        server["envFrom"] = env_from
+    if spec.resources:
+        server["resources"] = spec.resources.to_json()
+    containers = [server]
+    if monitored and baseline is not None and spec.monitoring and spec.monitoring.drift:
+        drift = spec.monitoring.drift
+        monitor: Manifest = {
+            "name": "monitor",
+            "image": image,
+            "command": ["mlplane-monitor"],
+            "args": [
+                f"--baseline-uri={baseline.uri}",
+                f"--baseline-sha256={baseline.sha256}",
+                f"--port={settings.monitor_port}",
+                f"--method={drift.method.value}",
+                f"--threshold={drift.threshold}",
+                f"--min-samples={drift.min_samples}",
+            ],
+            "env": [{"name": "HOME", "value": "/tmp"}, *s3_vars],
+            "ports": [{"name": "monitor", "containerPort": settings.monitor_port}],
+            "volumeMounts": mounts,
+            "securityContext": container_security_context(),
+            "readinessProbe": _probe("/metrics", settings.monitor_port, period=5),
+            "resources": {
+                "requests": {"cpu": "50m", "memory": "128Mi"},
+                "limits": {"memory": "512Mi"},
+            },
+        }
+        if env_from:
+            monitor["envFrom"] = env_from
+        containers.append(monitor)
+    pod_spec: Manifest = {
+        "securityContext": pod_security_context(),
+        "containers": containers,
+        "volumes": volumes,
+        "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": 30,
+    }
+    if spec.service_account_name:
+        pod_spec["serviceAccountName"] = spec.service_account_name
+    metadata = child_metadata(deployment_name(isvc, version), isvc.namespace, body, pod_labels)
+    metadata["annotations"] = dict(annotations or {})
+    deployment_spec: Manifest = {
+        "selector": {"matchLabels": pod_labels},
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+        },
+        "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
+    }
+    if spec.autoscaling is None:
+        deployment_spec["replicas"] = replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata,
+        "spec": deployment_spec,
+    }
+
+
+def _probe(path: str, port: int, period: int, failures: int = 3) -> Manifest:
+    return {
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+def build_service(isvc: InferenceService, body: Manifest, settings: OperatorSettings) -> Manifest:
+    ports = [{"name": "http", "port": settings.serving_port, "targetPort": "http"}]
+    if drift_enabled(isvc):
+        ports.append({"name": "monitor", "port": settings.monitor_port, "targetPort": "monitor"})
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": child_metadata(isvc.name, isvc.namespace, body, selector(isvc)),
+        "spec": {"selector": selector(isvc), "ports": ports},
+    }
+
+
+def build_hpa(isvc: InferenceService, body: Manifest, version: int) -> Manifest | None:
+    scaling = isvc.spec.autoscaling
+    if scaling is None:
+        return None
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": child_metadata(isvc.name, isvc.namespace, body, selector(isvc)),
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": deployment_name(isvc, version),
+            },
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": scaling.target_cpu_utilization_percentage,
+                        },
+                    },
+                }
+            ],
+        },
+    }
+
+
+def build_service_monitor(isvc: InferenceService, body: Manifest) -> Manifest:
+    ports = [{"port": "http", "path": "/metrics"}]
+    if drift_enabled(isvc):
+        ports.append({"port": "monitor", "path": "/metrics"})
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": child_metadata(isvc.name, isvc.namespace, body, selector(isvc)),
+        "spec": {"selector": {"matchLabels": selector(isvc)}, "endpoints": ports},
+    }

@@ -1,0 +1,134 @@
+"""The batch/v1 Job of one TrainingJob run (pure)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from mlplane_operator import labels
+from mlplane_operator.api.v1alpha1 import TrainingJob
+from mlplane_operator.builders.workloads import (
+    Manifest,
+    child_metadata,
+    claims_of,
+    container_security_context,
+    pod_security_context,
+    s3_env,
+    storage_volumes,
+)
+from mlplane_operator.settings import OperatorSettings
+
+USER_ERROR_EXIT_CODE = 2  # mlplane-train: bad spec, data, estimator or parity; never retried
+TRAINER_SPEC_FIELDS = ("model", "dataset", "estimator", "validation", "output")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of a TrainingJob: its number, why it started, and the spec generation."""
+
+    number: int
+    trigger: str
+    generation: int
+
+    def job_name(self, training_job: str) -> str:
+        return f"{training_job}-{self.number}"
+
+
+def storage_uri(tj: TrainingJob, settings: OperatorSettings) -> str:
+    configured = tj.spec.output.storage_uri if tj.spec.output else None
+    return str(configured or settings.storage_uri).rstrip("/")
+
+
+def trainer_spec(tj: TrainingJob, settings: OperatorSettings) -> dict[str, Any]:
+    """The part of the spec the trainer reads, with the effective output location."""
+    spec = tj.spec.to_json()
+    trainer = {key: spec[key] for key in TRAINER_SPEC_FIELDS if key in spec}
+    trainer["output"] = {"storageUri": storage_uri(tj, settings)}
+    return trainer
+
+
+def build_training_job(
+    tj: TrainingJob, body: Manifest, run: Run, settings: OperatorSettings
+) -> Manifest:
+    spec = tj.spec
+    output = storage_uri(tj, settings)
+    job_name = run.job_name(tj.name)
+    run_labels = {
+        labels.MODEL: spec.model,
+        labels.TRAINING_JOB: tj.name,
+        labels.RUN: job_name,
+        labels.COMPONENT: "trainer",
+    }
+    volumes, mounts = storage_volumes(claims_of(spec.dataset.uri, output), read_only=False)
+    uses_s3 = any((uri or "").startswith("s3://") for uri in (spec.dataset.uri, output))
+    s3_vars, env_from = s3_env(
+        settings.s3_endpoint if uses_s3 else None,
+        (spec.s3_credentials_secret or settings.s3_secret) if uses_s3 else None,
+    )
+    env: list[Manifest] = [
+        {"name": "MLPLANE_TRAINING_SPEC", "value": json.dumps(trainer_spec(tj, settings))},
+        {"name": "MLPLANE_MODEL", "value": spec.model},
+        {"name": "MLPLANE_RUN", "value": job_name},
+        {"name": "MLPLANE_OUTPUT_URI", "value": output},
+        {"name": "HOME", "value": "/tmp"},
+        *s3_vars,
+        *[var.to_json() for var in spec.env or []],
+    ]
+    container: Manifest = {
+        "name": "trainer",
+        "image": spec.image or settings.runtime_image,
+        "command": ["mlplane-train"],
+        "env": env,
+        "volumeMounts": mounts,
+        "securityContext": container_security_context(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if env_from:
+        container["envFrom"] = env_from
+    if spec.resources:
+        container["resources"] = spec.resources.to_json()
+    pod_spec: Manifest = {
+        "restartPolicy": "Never",
+        "securityContext": pod_security_context(),
+        "containers": [container],
+        "volumes": volumes,
+        "automountServiceAccountToken": False,
+    }
+    if spec.service_account_name:
+        pod_spec["serviceAccountName"] = spec.service_account_name
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        pod_spec["tolerations"] = [t.to_json() for t in spec.tolerations]
+    policy = spec.run_policy
+    job_spec: Manifest = {
+        "backoffLimit": policy.backoff_limit,
+        "suspend": policy.suspend,
+        # A user error (exit 2) fails the run at once: retrying cannot fix a bad spec.
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {
+                        "containerName": "trainer",
+                        "operator": "In",
+                        "values": [USER_ERROR_EXIT_CODE],
+                    },
+                },
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            ]
+        },
+        "template": {"metadata": {"labels": run_labels}, "spec": pod_spec},
+    }
+    if policy.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = policy.active_deadline_seconds
+    if policy.ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = policy.ttl_seconds_after_finished
+    metadata = child_metadata(job_name, tj.namespace, body, run_labels)
+    metadata["annotations"] = {
+        labels.TRIGGER: run.trigger,
+        labels.GENERATION: str(run.generation),
+        labels.RUN_NUMBER: str(run.number),
+    }
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}

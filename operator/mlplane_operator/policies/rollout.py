@@ -1,0 +1,118 @@
+"""Rollout arithmetic and canary analysis (pure).
+
+Without a service mesh the canary's share of traffic is its share of the ready pods
+behind the one Service (as Argo Rollouts does without a traffic router), so weights are
+approximated by replica counts: the canary always has at least one pod and so does the
+stable version.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from prometheus_client.parser import text_string_to_metric_families
+
+INFERENCE_PROTOCOLS = frozenset({"v1", "v2"})
+
+
+def canary_split(total: int, weight: int) -> tuple[int, int]:
+    """(stable replicas, canary replicas) for a canary `weight` percent of `total`."""
+    total = max(total, 1)
+    canary = max(1, round(total * weight / 100))
+    stable = max(1, total - canary)
+    return stable, canary
+
+
+@dataclass(frozen=True)
+class Traffic:
+    requests: float = 0.0
+    errors: float = 0.0
+    buckets: tuple[tuple[float, float], ...] = ()  # (upper bound in seconds, cumulative count)
+
+    def __add__(self, other: Traffic) -> Traffic:
+        merged: dict[float, float] = dict(self.buckets)
+        for bound, count in other.buckets:
+            merged[bound] = merged.get(bound, 0.0) + count
+        return Traffic(
+            self.requests + other.requests,
+            self.errors + other.errors,
+            tuple(sorted(merged.items())),
+        )
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    def quantile_ms(self, q: float) -> float | None:
+        """The q-quantile latency from the cumulative histogram, as Prometheus'
+        histogram_quantile does (linear within the bucket)."""
+        if not self.buckets or self.buckets[-1][1] == 0:
+            return None
+        total = self.buckets[-1][1]
+        rank = q * total
+        lower_bound, lower_count = 0.0, 0.0
+        for bound, count in self.buckets:
+            if count >= rank:
+                if math.isinf(bound):
+                    return lower_bound * 1000
+                share = (rank - lower_count) / (count - lower_count) if count > lower_count else 1.0
+                return (lower_bound + (bound - lower_bound) * share) * 1000
+            lower_bound, lower_count = bound, count
+        return lower_bound * 1000
+
+
+def parse_traffic(metrics_text: str) -> Traffic:
+    """Inference requests, errors (any non-2xx answer) and latency buckets from a
+    server's /metrics."""
+    requests = errors = 0.0
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            protocol = sample.labels.get("protocol")
+            if protocol not in INFERENCE_PROTOCOLS:
+                continue
+            if sample.name == "mlplane_requests_total":
+                requests += sample.value
+                if not sample.labels.get("code", "").startswith("2"):
+                    errors += sample.value
+            elif sample.name == "mlplane_request_duration_seconds_bucket":
+                bound = float(sample.labels["le"])
+                buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    return Traffic(requests, errors, tuple(sorted(buckets.items())))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: str  # "pass", "fail" or "wait"
+    message: str
+
+
+def analyse(
+    traffic: Iterable[Traffic],
+    max_error_rate: float | None,
+    max_latency_p99_ms: float | None,
+    min_requests: int,
+) -> Verdict:
+    total = sum(traffic, Traffic())
+    if total.requests < min_requests:
+        return Verdict(
+            "wait", f"{total.requests:.0f} of {min_requests} requests needed for analysis"
+        )
+    if max_error_rate is not None and total.error_rate > max_error_rate:
+        return Verdict(
+            "fail",
+            f"error rate {total.error_rate:.1%} over {total.requests:.0f} requests "
+            f"exceeds the maximum {max_error_rate:.1%}",
+        )
+    p99 = total.quantile_ms(0.99)
+    if max_latency_p99_ms is not None and p99 is not None and p99 > max_latency_p99_ms:
+        return Verdict(
+            "fail", f"p99 latency {p99:.1f} ms exceeds the maximum {max_latency_p99_ms} ms"
+        )
+    p99_text = f"{p99:.1f} ms" if p99 is not None else "n/a"
+    return Verdict(
+        "pass",
+        f"error rate {total.error_rate:.1%}, p99 {p99_text} over {total.requests:.0f} requests",
+    )

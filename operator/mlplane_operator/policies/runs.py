@@ -1,0 +1,153 @@
+"""When a TrainingJob starts a run, and what a finished run says (pure).
+
+A run starts when nothing is running and one of these holds: the spec generation has no
+run yet (a new spec), a retrain request is unanswered, or the schedule is due (at most
+one catch-up for times missed while the operator was down). Runs never overlap.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from croniter import croniter
+
+from mlplane_operator import labels
+
+Manifest = dict[str, Any]
+RUNNING, SUCCEEDED, FAILED = "Running", "Succeeded", "Failed"
+
+
+@dataclass(frozen=True)
+class ObservedRun:
+    """A run as its Job shows it."""
+
+    name: str
+    number: int
+    trigger: str
+    generation: int
+    retrain_request: str | None
+    outcome: str
+    start_time: str | None
+    completion_time: str | None
+    suspended: bool
+    failure: str | None  # the Job's reason and message when it failed
+
+
+def observe_job(job: Manifest) -> ObservedRun:
+    metadata, status = job["metadata"], job.get("status") or {}
+    annotations = metadata.get("annotations") or {}
+    conditions = {c["type"]: c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    if "Complete" in conditions or "SuccessCriteriaMet" in conditions:
+        outcome, failure = SUCCEEDED, None
+    elif "Failed" in conditions or "FailureTarget" in conditions:
+        failed = conditions.get("Failed") or conditions["FailureTarget"]
+        outcome = FAILED
+        failure = f"{failed.get('reason', 'Failed')}: {failed.get('message', '')}".strip(": ")
+    else:
+        outcome, failure = RUNNING, None
+    return ObservedRun(
+        name=metadata["name"],
+        number=int(annotations.get(labels.RUN_NUMBER, "0")),
+        trigger=annotations.get(labels.TRIGGER, "Spec"),
+        generation=int(annotations.get(labels.GENERATION, "0")),
+        retrain_request=annotations.get(labels.RETRAIN_REQUEST),
+        outcome=outcome,
+        start_time=status.get("startTime") or metadata.get("creationTimestamp"),
+        completion_time=status.get("completionTime")
+        or (conditions.get("Failed") or {}).get("lastTransitionTime"),
+        suspended=bool(job.get("spec", {}).get("suspend")),
+        failure=failure,
+    )
+
+
+@dataclass(frozen=True)
+class RunDecision:
+    trigger: str
+    retrain_request: str | None = None
+    schedule_time: datetime | None = None
+
+
+def schedule_due(schedule: str, last: datetime, now: datetime) -> tuple[datetime | None, datetime]:
+    """(the latest scheduled time in (last, now] if any, the next time after now).
+
+    Only the latest missed time is returned, so an operator that was down for a day
+    starts one catch-up run, not one per missed slot.
+    """
+    due = None
+    iterator = croniter(schedule, last)
+    fire: datetime = iterator.get_next(datetime)
+    while fire <= now:
+        due = fire
+        fire = iterator.get_next(datetime)
+    return due, fire
+
+
+def invalid_schedule(schedule: str | None) -> str | None:
+    if schedule and not croniter.is_valid(schedule):
+        return f"spec.schedule {schedule!r} is not a valid cron expression"
+    return None
+
+
+def decide_run(
+    *,
+    generation: int,
+    runs: list[ObservedRun],
+    history_generations: set[int],
+    retrain_request: str | None,
+    answered_requests: set[str],
+    schedule: str | None,
+    last_schedule: datetime,
+    now: datetime,
+    suspended: bool,
+) -> RunDecision | None:
+    """Whether to start a run now, and why. `runs` are the Jobs that exist;
+    `history_generations` and `answered_requests` come from status, which outlives Jobs
+    deleted by ttlSecondsAfterFinished."""
+    if suspended or any(run.outcome == RUNNING for run in runs):
+        return None
+    generations = history_generations | {run.generation for run in runs}
+    if generation not in generations:
+        return RunDecision("Spec")
+    answered = answered_requests | {r.retrain_request for r in runs if r.retrain_request}
+    if retrain_request and retrain_request not in answered:
+        return RunDecision("Retrain", retrain_request=retrain_request)
+    if schedule and not invalid_schedule(schedule):
+        due, _ = schedule_due(schedule, last_schedule, now)
+        if due is not None:
+            return RunDecision("Schedule", schedule_time=due)
+    return None
+
+
+def next_run_number(runs: list[ObservedRun], history_numbers: list[int]) -> int:
+    return max([0, *history_numbers, *(run.number for run in runs)]) + 1
+
+
+def trainer_message(pod: Manifest | None, container: str = "trainer") -> Manifest | None:
+    """The JSON the trainer wrote to its termination message, if it wrote any."""
+    if pod is None:
+        return None
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        terminated = (status.get("state") or {}).get("terminated") or {}
+        if status.get("name") == container and terminated.get("message"):
+            try:
+                parsed = json.loads(terminated["message"])
+            except ValueError:
+                return {
+                    "error": terminated["message"][-1024:],
+                    "exitCode": terminated.get("exitCode"),
+                }
+            if isinstance(parsed, dict):
+                return {**parsed, "exitCode": terminated.get("exitCode")}
+    return None
+
+
+def failure_message(job_failure: str | None, message: Manifest | None) -> tuple[str, bool]:
+    """(what a person should read, whether it is a user error that retrying cannot fix)."""
+    if message and message.get("error"):
+        user_error = message.get("reason") == "UserError" or message.get("exitCode") == 2
+        kind = "user error" if user_error else f"exit code {message.get('exitCode')}"
+        return f"trainer failed ({kind}): {message['error']}", user_error
+    return job_failure or "the training Job failed", False

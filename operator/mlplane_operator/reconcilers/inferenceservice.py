@@ -1,0 +1,544 @@
+"""InferenceService → Deployments per version, one Service, HPA, rollouts, drift loop.
+
+Each call resolves the target ModelVersion (pinned, or the verified version in the
+followed stage), applies the children it owns by server-side apply, advances a rollout
+by at most one step, reads drift from the monitor sidecars, and writes the status once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from typing import Any
+
+from mlplane_operator import conditions, kube, labels, metrics
+from mlplane_operator.api.v1alpha1 import InferenceService, ModelVersion
+from mlplane_operator.builders import serving
+from mlplane_operator.policies import rollout
+from mlplane_operator.reconcilers.locks import object_lock
+from mlplane_operator.settings import OperatorSettings
+
+Manifest = dict[str, Any]
+log = logging.getLogger(__name__)
+HTTP_TIMEOUT = 2.0
+
+
+def reconcile(body: Manifest, settings: OperatorSettings) -> None:
+    metadata = body["metadata"]
+    lock = object_lock("InferenceService", metadata["namespace"], metadata["name"])
+    with lock, metrics.reconcile_timer("InferenceService"):
+        fresh = kube.get("InferenceService", metadata["namespace"], metadata["name"])
+        if fresh is not None:  # a stale body would repeat what the last pass did
+            _Reconcile(fresh, settings).run()
+
+
+class _Reconcile:
+    """One pass over one InferenceService; the fields collect what the status reports."""
+
+    def __init__(self, body: Manifest, settings: OperatorSettings) -> None:
+        self.body, self.settings = body, settings
+        self.isvc = InferenceService.from_body(body)
+        self.now = datetime.now(UTC).replace(microsecond=0)
+        status = self.isvc.status
+        self.serving: int | None = status.serving_version
+        self.canary: int | None = status.canary_version
+        self.weight: int | None = status.canary_weight
+        self.rollout_phase: str | None = (
+            status.rollout_phase.value if status.rollout_phase else None
+        )
+        self.history: list[Manifest] = [r.to_json() for r in status.rollout_history]
+        self.observed: list[conditions.Observed] = []
+        self.blocked: str | None = None
+
+    # --- the pass ----------------------------------------------------------------------
+
+    def run(self) -> None:
+        isvc = self.isvc
+        deployments = {
+            int(d["metadata"]["labels"][labels.VERSION]): d
+            for d in kube.list_("Deployment", isvc.namespace, {labels.INFERENCE_SERVICE: isvc.name})
+            if labels.VERSION in d["metadata"].get("labels", {})
+        }
+        if self.serving is not None and self.serving not in deployments:
+            self.serving = None  # deleted under us: treat as a first deployment
+        target, waiting = self._resolve_target()
+        kube.apply(serving.build_service(isvc, self.body, self.settings))
+        total = (
+            isvc.spec.autoscaling.min_replicas
+            if isvc.spec.autoscaling
+            else isvc.spec.effective_replicas
+        )
+
+        if target is None:
+            self.blocked = waiting
+            if self.serving is not None:
+                self.observed.append(
+                    conditions.Observed("TargetResolved", "False", "NoTarget", waiting)
+                )
+        elif self.serving is None or target.spec.version == self.serving:
+            self._steady(target, total, deployments)
+        elif target.spec.version in self._rolled_back_versions():
+            self.blocked = (
+                f"version {target.spec.version} was rolled back; still serving v{self.serving}. "
+                "Promote or pin another version to roll out again"
+            )
+            self._keep_serving(total, deployments)
+        elif isvc.spec.rollout.strategy.value == "Canary":
+            self._canary_step(target, total, deployments)
+        else:
+            self._rolling_update(target, total, deployments)
+
+        if self.serving is not None:
+            hpa = serving.build_hpa(isvc, self.body, self.serving)
+            if hpa is not None:
+                kube.apply(hpa)
+            elif kube.get("HorizontalPodAutoscaler", isvc.namespace, isvc.name) is not None:
+                kube.delete("HorizontalPodAutoscaler", isvc.namespace, isvc.name)
+            self._service_monitor()
+        self._drift()
+        self._write_status()
+
+    # --- target ------------------------------------------------------------------------
+
+    def _resolve_target(self) -> tuple[ModelVersion | None, str]:
+        spec = self.isvc.spec
+        candidates = [
+            ModelVersion.from_body(mv)
+            for mv in kube.list_("ModelVersion", self.isvc.namespace)
+            if mv["spec"].get("model") == spec.model
+        ]
+        if spec.version is not None:
+            wanted = [mv for mv in candidates if mv.spec.version == spec.version]
+            description = f"{spec.model} version {spec.version}"
+        else:
+            stage = spec.effective_stage
+            wanted = [mv for mv in candidates if stage is not None and mv.spec.stage == stage]
+            description = f"a {stage} version of {spec.model}"
+        verified = [mv for mv in wanted if mv.status.verified]
+        if verified:
+            return max(verified, key=lambda mv: mv.spec.version), ""
+        if any(mv.status.verified is False for mv in wanted):
+            return None, f"{description} failed verification; it will not be served"
+        if wanted:
+            return None, f"waiting for {description} to be verified"
+        return None, f"waiting for {description} (no such ModelVersion yet)"
+
+    def _rolled_back_versions(self) -> set[int]:
+        return {r["version"] for r in self.history if r.get("outcome") == "RolledBack"}
+
+    # --- strategies --------------------------------------------------------------------
+
+    def _deploy(
+        self, mv: ModelVersion, replicas: int, annotations: dict[str, str] | None = None
+    ) -> Manifest:
+        return kube.apply(
+            serving.build_deployment(self.isvc, self.body, mv, replicas, self.settings, annotations)
+        )
+
+    def _steady(self, target: ModelVersion, total: int, deployments: dict[int, Manifest]) -> None:
+        first = self.serving is None
+        self._deploy(target, total)
+        if first:
+            self._record(target.spec.version, None, "Succeeded", "first deployment")
+            kube.post_event(self.body, "Normal", "Serving", f"serving {target.name}")
+        self.serving, self.canary, self.weight = target.spec.version, None, None
+        self.rollout_phase = self.rollout_phase or "Succeeded"
+        self._remove_others({target.spec.version}, deployments)
+
+    def _keep_serving(self, total: int, deployments: dict[int, Manifest]) -> None:
+        assert self.serving is not None
+        current = self._model_version(self.serving)
+        if current is not None:
+            self._deploy(current, total)
+        self.canary, self.weight = None, None
+        self._remove_others({self.serving}, deployments)
+
+    def _rolling_update(
+        self, target: ModelVersion, total: int, deployments: dict[int, Manifest]
+    ) -> None:
+        assert self.serving is not None
+        version = target.spec.version
+        if self.rollout_phase != "Progressing" or self.canary != version:
+            self._record(
+                version,
+                self.serving,
+                "Progressing",
+                "rolling update started",
+                strategy="RollingUpdate",
+            )
+        self.canary, self.weight, self.rollout_phase = version, None, "Progressing"
+        applied = self._deploy(target, total)
+        if _ready_replicas(applied) >= max(total, 1):
+            previous = self.serving
+            self.serving, self.canary = version, None
+            self._remove_others({version}, deployments)
+            self._finish(version, previous, "Succeeded", "rolling update complete", "RollingUpdate")
+
+    def _canary_step(
+        self, target: ModelVersion, total: int, deployments: dict[int, Manifest]
+    ) -> None:
+        assert self.serving is not None
+        spec = self.isvc.spec.rollout
+        steps = spec.canary.steps if spec.canary else [50]
+        step_seconds = spec.canary.step_seconds if spec.canary else 60
+        version = target.spec.version
+        existing = deployments.get(version)
+        annotations = (existing or {}).get("metadata", {}).get("annotations") or {}
+        if existing is None or self.canary != version or serving.STEP not in annotations:
+            step, started = 0, self.now
+            self._record(
+                version,
+                self.serving,
+                "Progressing",
+                f"canary started at {steps[0]}%",
+                strategy="Canary",
+            )
+            kube.post_event(
+                self.body, "Normal", "CanaryStarted", f"canary v{version} at {steps[0]}%"
+            )
+        else:
+            step = int(annotations[serving.STEP])
+            started = datetime.fromisoformat(annotations[serving.STEP_STARTED])
+        stable_replicas, canary_replicas = rollout.canary_split(total, steps[step])
+        stable = self._model_version(self.serving)
+        if stable is not None:
+            self._deploy(stable, stable_replicas)
+        applied = self._deploy(target, canary_replicas, _step_annotations(step, started))
+        self.canary, self.weight, self.rollout_phase = version, steps[step], "Progressing"
+        self._remove_others({self.serving, version}, deployments)
+        if (
+            _ready_replicas(applied) < canary_replicas
+            or (self.now - started).total_seconds() < step_seconds
+        ):
+            return
+        verdict = self._analyse(version)
+        if verdict.outcome == "wait":
+            self.observed.append(
+                conditions.Observed(
+                    "CanaryAnalysis", "Unknown", "WaitingForTraffic", verdict.message
+                )
+            )
+            return
+        if verdict.outcome == "fail":
+            self.observed.append(
+                conditions.Observed("CanaryAnalysis", "False", "AnalysisFailed", verdict.message)
+            )
+            if spec.auto_rollback:
+                kube.delete(
+                    "Deployment", self.isvc.namespace, serving.deployment_name(self.isvc, version)
+                )
+                if stable is not None:
+                    self._deploy(stable, total)
+                self.canary, self.weight = None, None
+                self._finish(version, self.serving, "RolledBack", verdict.message, "Canary")
+                kube.post_event(
+                    self.body,
+                    "Warning",
+                    "RolledBack",
+                    f"canary v{version} rolled back: {verdict.message}",
+                )
+            else:
+                self.rollout_phase = "Failed"
+            return
+        self.observed.append(
+            conditions.Observed("CanaryAnalysis", "True", "AnalysisPassed", verdict.message)
+        )
+        if step + 1 < len(steps):
+            stable_replicas, canary_replicas = rollout.canary_split(total, steps[step + 1])
+            self._deploy(target, canary_replicas, _step_annotations(step + 1, self.now))
+            if stable is not None:
+                self._deploy(stable, stable_replicas)
+            self.weight = steps[step + 1]
+            kube.post_event(
+                self.body,
+                "Normal",
+                "CanaryStep",
+                f"canary v{version} at {steps[step + 1]}%: {verdict.message}",
+            )
+            return
+        previous = self.serving
+        self._deploy(target, total)
+        self.serving, self.canary, self.weight = version, None, None
+        self._remove_others({version}, deployments)
+        self._finish(
+            version, previous, "Succeeded", f"canary promoted: {verdict.message}", "Canary"
+        )
+
+    def _analyse(self, version: int) -> rollout.Verdict:
+        analysis = self.isvc.spec.rollout.analysis
+        if analysis is None:
+            return rollout.Verdict("pass", "no analysis configured")
+        traffic = [
+            rollout.parse_traffic(text)
+            for text in self._scrape(version, self.settings.serving_port, "/metrics")
+            if text is not None
+        ]
+        return rollout.analyse(
+            traffic, analysis.max_error_rate, analysis.max_latency_p99_ms, analysis.min_requests
+        )
+
+    # --- drift -------------------------------------------------------------------------
+
+    def _drift(self) -> None:
+        if self.serving is None or not serving.drift_enabled(self.isvc):
+            return
+        verdicts = []
+        for text in self._scrape(self.serving, self.settings.monitor_port, "/drift"):
+            try:
+                verdicts.append(json.loads(text or ""))
+            except ValueError:
+                continue
+        if not verdicts:
+            return
+        detected = [v for v in verdicts if v.get("detected")]
+        was = conditions.is_true(
+            [c.to_json() for c in self.isvc.status.conditions], "DriftDetected"
+        )
+        if not detected:
+            samples = sum(int(v.get("samples", 0)) for v in verdicts)
+            self.observed.append(
+                conditions.Observed(
+                    "DriftDetected", "False", "NoDrift", f"no drift in {samples} samples"
+                )
+            )
+            return
+        features = sorted(
+            {f for v in detected for f, d in (v.get("features") or {}).items() if _drifted(d)}
+        )
+        message = f"drift detected on v{self.serving}" + (
+            f" in {', '.join(features[:8])}" if features else ""
+        )
+        self.observed.append(conditions.Observed("DriftDetected", "True", "DriftDetected", message))
+        if not was:
+            kube.post_event(self.body, "Warning", "DriftDetected", message)
+        self._request_retrain(message)
+
+    def _request_retrain(self, why: str) -> None:
+        retrain = self.isvc.spec.monitoring.retrain if self.isvc.spec.monitoring else None
+        if retrain is None:
+            return
+        last = self.isvc.status.last_retrain_time
+        if last is not None and (self.now - last).total_seconds() < retrain.cooldown_seconds:
+            return
+        if kube.get("TrainingJob", self.isvc.namespace, retrain.training_job) is None:
+            self.observed.append(
+                conditions.Observed(
+                    "RetrainRequested",
+                    "False",
+                    "TrainingJobNotFound",
+                    f"TrainingJob {retrain.training_job} does not exist",
+                )
+            )
+            return
+        request = self.now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        kube.patch_merge(
+            "TrainingJob", self.isvc.namespace, retrain.training_job,
+            {"metadata": {"annotations": {labels.RETRAIN_REQUESTED: request}}},
+        )  # fmt: skip
+        self.isvc.status.last_retrain_time = self.now
+        metrics.RETRAINS.inc()
+        text = f"requested a run of TrainingJob {retrain.training_job}: {why}"
+        self.observed.append(conditions.Observed("RetrainRequested", "True", "DriftDetected", text))
+        kube.post_event(self.body, "Normal", "RetrainRequested", text)
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _scrape(self, version: int, port: int, path: str) -> list[str | None]:
+        """GET `path` on every ready pod of a version, directly at the pod IP."""
+        pods = kube.list_(
+            "Pod",
+            self.isvc.namespace,
+            {labels.INFERENCE_SERVICE: self.isvc.name, labels.VERSION: str(version)},
+        )
+        texts: list[str | None] = []
+        for pod in pods:
+            ip = (pod.get("status") or {}).get("podIP")
+            if not ip or not _pod_ready(pod) or pod["metadata"].get("deletionTimestamp"):
+                continue
+            try:
+                with urllib.request.urlopen(
+                    f"http://{ip}:{port}{path}", timeout=HTTP_TIMEOUT
+                ) as response:
+                    texts.append(response.read().decode())
+            except (urllib.error.URLError, OSError) as error:
+                log.info("could not read %s from %s: %s", path, pod["metadata"]["name"], error)
+                texts.append(None)
+        return texts
+
+    def _model_version(self, version: int) -> ModelVersion | None:
+        for mv in kube.list_("ModelVersion", self.isvc.namespace):
+            if (
+                mv["spec"].get("model") == self.isvc.spec.model
+                and mv["spec"].get("version") == version
+            ):
+                return ModelVersion.from_body(mv)
+        return None
+
+    def _remove_others(self, keep: set[int | None], deployments: dict[int, Manifest]) -> None:
+        for version, deployment in deployments.items():
+            if version not in keep:
+                kube.delete("Deployment", self.isvc.namespace, deployment["metadata"]["name"])
+
+    def _record(
+        self,
+        version: int,
+        previous: int | None,
+        outcome: str,
+        message: str,
+        strategy: str | None = None,
+    ) -> None:
+        entry: Manifest = {
+            "version": version,
+            "outcome": outcome,
+            "message": message,
+            "startTime": _iso(self.now),
+        }
+        if previous is not None:
+            entry["previousVersion"] = previous
+        if strategy:
+            entry["strategy"] = strategy
+        if outcome != "Progressing":
+            entry["completionTime"] = _iso(self.now)
+        self.history = [*self.history, entry][-20:]
+        self.rollout_phase = outcome
+
+    def _finish(
+        self, version: int, previous: int | None, outcome: str, message: str, strategy: str
+    ) -> None:
+        for entry in reversed(self.history):
+            if entry["version"] == version and entry["outcome"] == "Progressing":
+                entry.update(outcome=outcome, message=message[:1024], completionTime=_iso(self.now))
+                break
+        else:
+            self._record(version, previous, outcome, message, strategy)
+        self.rollout_phase = outcome
+        metrics.ROLLOUTS.labels(strategy=strategy, outcome=outcome).inc()
+        if outcome == "Succeeded":
+            kube.post_event(
+                self.body, "Normal", "RolloutSucceeded", f"now serving v{version}: {message}"
+            )
+
+    def _service_monitor(self) -> None:
+        monitoring = self.isvc.spec.monitoring
+        wanted = monitoring and monitoring.service_monitor and self.settings.service_monitors
+        if wanted and kube.crd_exists("servicemonitors.monitoring.coreos.com"):
+            kube.apply(serving.build_service_monitor(self.isvc, self.body))
+
+    def _write_status(self) -> None:
+        isvc, generation = self.isvc, self.isvc.metadata.get("generation", 1)
+        pods = kube.list_("Pod", isvc.namespace, {labels.INFERENCE_SERVICE: isvc.name})
+        live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+        ready = sum(1 for p in live if _pod_ready(p))
+        serving_ready = sum(
+            1
+            for p in live
+            if _pod_ready(p) and p["metadata"]["labels"].get(labels.VERSION) == str(self.serving)
+        )
+        endpoints = self._service_has_endpoints()
+        crash_looping = _crash_looping(live)
+        if self.serving is None:
+            phase = (
+                "Failed" if self.blocked and "failed verification" in self.blocked else "Pending"
+            )
+            observed = (conditions.stalled if phase == "Failed" else conditions.progressing)(
+                "NoServableVersion", self.blocked or "waiting for a version"
+            )
+        elif serving_ready == 0 or not endpoints:
+            why = crash_looping or (
+                "no ready pod behind the Service"
+                if endpoints
+                else "the Service has no ready endpoints"
+            )
+            phase, observed = (
+                "Progressing",
+                conditions.progressing("PodsNotReady", f"v{self.serving}: {why}"),
+            )
+        elif self.rollout_phase == "Progressing":
+            phase = "Progressing"
+            observed = conditions.progressing(
+                "RolloutInProgress", f"serving v{self.serving}; rolling out v{self.canary}"
+            )
+            observed = [
+                o
+                if o.type != "Ready"
+                else conditions.Observed("Ready", "True", "Serving", o.message)
+                for o in observed
+            ]
+        else:
+            phase = "Ready"
+            message = f"serving {isvc.spec.model} v{self.serving} on {ready} ready pod(s)"
+            if self.blocked:
+                message += f"; {self.blocked}"
+            observed = conditions.ready("Serving", message)
+        status: Manifest = {
+            "observedGeneration": generation,
+            "phase": phase,
+            "url": f"http://{isvc.name}.{isvc.namespace}.svc:{self.settings.serving_port}",
+            "servingVersion": self.serving,
+            "canaryVersion": self.canary,
+            "canaryWeight": self.weight,
+            "replicas": len(live),
+            "readyReplicas": ready,
+            "rolloutPhase": self.rollout_phase,
+            "rolloutHistory": self.history,
+            "lastRetrainTime": _iso(isvc.status.last_retrain_time)
+            if isvc.status.last_retrain_time
+            else None,
+            "conditions": conditions.merge_conditions(
+                [c.to_json() for c in isvc.status.conditions],
+                [*observed, *self.observed],
+                generation,
+            ),
+        }
+        kube.write_status_if_changed(self.body, status)
+
+    def _service_has_endpoints(self) -> bool:
+        slices = kube.list_(
+            "EndpointSlice", self.isvc.namespace, {"kubernetes.io/service-name": self.isvc.name}
+        )
+        return any(
+            (endpoint.get("conditions") or {}).get("ready")
+            for s in slices
+            for endpoint in s.get("endpoints") or []
+        )
+
+
+def _step_annotations(step: int, started: datetime) -> dict[str, str]:
+    return {serving.STEP: str(step), serving.STEP_STARTED: started.isoformat()}
+
+
+def _ready_replicas(deployment: Manifest) -> int:
+    return int((deployment.get("status") or {}).get("readyReplicas") or 0)
+
+
+def _pod_ready(pod: Manifest) -> bool:
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (pod.get("status") or {}).get("conditions") or []
+    )
+
+
+def _crash_looping(pods: list[Manifest]) -> str | None:
+    for pod in pods:
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (status.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in {
+                "CrashLoopBackOff",
+                "ErrImagePull",
+                "ImagePullBackOff",
+                "CreateContainerConfigError",
+            }:
+                name = f"pod {pod['metadata']['name']} container {status['name']}"
+                return f"{name}: {waiting['reason']} {waiting.get('message', '')}".strip()
+    return None
+
+
+def _drifted(detail: Any) -> bool:
+    return bool(detail.get("drifted")) if isinstance(detail, dict) else False
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

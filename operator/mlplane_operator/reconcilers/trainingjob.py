@@ -1,0 +1,293 @@
+"""TrainingJob → Job per run → ModelVersion.
+
+Level-based: every call reads the TrainingJob, its Jobs and their pods, registers the
+versions of finished runs that have none, starts a run when one is due, and writes the
+status once, only if it changed. Safe to run twice and after a crash at any point: Job
+names are deterministic and a run's version is found again by its label.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from mlplane_operator import conditions, kube, labels, metrics
+from mlplane_operator.api.v1alpha1 import MetricValue, TrainingJob, TrainingRun
+from mlplane_operator.api.v1alpha1.trainingjob import RunOutcome
+from mlplane_operator.builders.registry import build_model_version
+from mlplane_operator.builders.training import Run, build_training_job, storage_uri
+from mlplane_operator.builders.workloads import build_storage_claim, claims_of
+from mlplane_operator.policies import runs as policy
+from mlplane_operator.reconcilers.locks import object_lock
+from mlplane_operator.settings import OperatorSettings
+
+Manifest = dict[str, Any]
+log = logging.getLogger(__name__)
+SCHEDULE_TIME = f"{labels.PREFIX}/schedule-time"
+MAX_REGISTRATION_ATTEMPTS = 20
+
+
+def reconcile(body: Manifest, settings: OperatorSettings) -> None:
+    metadata = body["metadata"]
+    lock = object_lock("TrainingJob", metadata["namespace"], metadata["name"])
+    with lock, metrics.reconcile_timer("TrainingJob"):
+        fresh = kube.get("TrainingJob", metadata["namespace"], metadata["name"])
+        if fresh is not None:  # a stale body would repeat work the last pass did
+            _reconcile(fresh, settings)
+
+
+def _reconcile(body: Manifest, settings: OperatorSettings) -> None:
+    tj = TrainingJob.from_body(body)
+    now = datetime.now(UTC)
+    uid = tj.metadata["uid"]
+    jobs = [
+        job
+        for job in kube.list_("Job", tj.namespace, {labels.TRAINING_JOB: tj.name})
+        if any(ref.get("uid") == uid for ref in job["metadata"].get("ownerReferences") or [])
+    ]
+    observed = sorted((policy.observe_job(job) for job in jobs), key=lambda r: r.number)
+    history: dict[str, TrainingRun] = {run.name: run for run in tj.status.runs}
+
+    for run in observed:
+        previous = history.get(run.name)
+        if previous is not None and previous.outcome.value in (policy.SUCCEEDED, policy.FAILED):
+            continue  # recorded already
+        history[run.name] = _record(tj, body, run, previous, settings)
+
+    active = [run for run in observed if run.outcome == policy.RUNNING]
+    suspend = tj.spec.run_policy.suspend
+    for run in active:
+        if run.suspended != suspend:
+            kube.patch_merge("Job", tj.namespace, run.name, {"spec": {"suspend": suspend}})
+
+    schedule_error = policy.invalid_schedule(tj.spec.schedule)
+    last_schedule = _last_schedule(tj, jobs)
+    decision = policy.decide_run(
+        generation=tj.metadata.get("generation", 1),
+        runs=observed,
+        history_generations={r.generation for r in history.values() if r.generation},
+        retrain_request=(tj.metadata.get("annotations") or {}).get(labels.RETRAIN_REQUESTED),
+        answered_requests=set(),
+        schedule=tj.spec.schedule,
+        last_schedule=last_schedule,
+        now=now,
+        suspended=suspend,
+    )
+    if decision is not None:
+        started = _start_run(tj, body, decision, observed, history, settings)
+        history[started.name] = started
+        active = [policy.ObservedRun(started.name, 0, decision.trigger, 0, None,
+                                     policy.RUNNING, None, None, False, None)]  # fmt: skip
+        if decision.schedule_time is not None:
+            last_schedule = decision.schedule_time
+
+    _write_status(
+        tj, body, list(history.values()), active, last_schedule, schedule_error, now, settings
+    )
+
+
+def _last_schedule(tj: TrainingJob, jobs: list[Manifest]) -> datetime:
+    """The latest schedule slot already served: from status, or from the Jobs themselves
+    (a crash between creating a Job and writing the status must not run a slot twice)."""
+    times: list[datetime] = [tj.status.last_schedule_time] if tj.status.last_schedule_time else []
+    for job in jobs:
+        stamp = (job["metadata"].get("annotations") or {}).get(SCHEDULE_TIME)
+        if stamp:
+            times.append(datetime.fromisoformat(stamp))
+    created = datetime.fromisoformat(tj.metadata["creationTimestamp"].replace("Z", "+00:00"))
+    return max([created, *times])
+
+
+def _start_run(
+    tj: TrainingJob,
+    body: Manifest,
+    decision: policy.RunDecision,
+    observed: list[policy.ObservedRun],
+    history: dict[str, TrainingRun],
+    settings: OperatorSettings,
+) -> TrainingRun:
+    number = policy.next_run_number(
+        observed,
+        [int(name.rsplit("-", 1)[-1]) for name in history if name.rsplit("-", 1)[-1].isdigit()],
+    )
+    run = Run(number=number, trigger=decision.trigger, generation=tj.metadata.get("generation", 1))
+    job = build_training_job(tj, body, run, settings)
+    _ensure_default_storage(tj, settings)
+    annotations = job["metadata"]["annotations"]
+    if decision.retrain_request:
+        annotations[labels.RETRAIN_REQUEST] = decision.retrain_request
+    if decision.schedule_time is not None:
+        annotations[SCHEDULE_TIME] = decision.schedule_time.isoformat()
+    created = kube.create(job)
+    if created is not None:
+        metrics.RUNS.labels(event="started").inc()
+        kube.post_event(body, "Normal", "RunStarted",
+                        f"run {job['metadata']['name']} started ({decision.trigger})")  # fmt: skip
+    if decision.retrain_request:
+        # The request is answered: consume it, so it cannot start a second run.
+        kube.patch_merge(
+            "TrainingJob", tj.namespace, tj.name,
+            {"metadata": {"annotations": {labels.RETRAIN_REQUESTED: None}}},
+        )  # fmt: skip
+    return TrainingRun(
+        name=job["metadata"]["name"],
+        job=job["metadata"]["name"],
+        trigger=decision.trigger,
+        generation=run.generation,
+        start_time=datetime.now(UTC),
+        outcome="Running",
+    )
+
+
+def _ensure_default_storage(tj: TrainingJob, settings: OperatorSettings) -> None:
+    """Create the operator's default artifacts PVC in this namespace on first use. It is
+    user data: nothing owns it, so it outlives TrainingJobs and the operator itself."""
+    default_claims = claims_of(settings.storage_uri)
+    if not settings.storage_pvc_create or not default_claims:
+        return
+    if default_claims[0] not in claims_of(storage_uri(tj, settings)):
+        return
+    if kube.get("PersistentVolumeClaim", tj.namespace, default_claims[0]) is None:
+        kube.create(build_storage_claim(default_claims[0], tj.namespace, settings))
+
+
+def _record(
+    tj: TrainingJob,
+    body: Manifest,
+    run: policy.ObservedRun,
+    previous: TrainingRun | None,
+    settings: OperatorSettings,
+) -> TrainingRun:
+    """The history entry of a run; registers the version of a run that just succeeded."""
+    record = TrainingRun(
+        name=run.name,
+        job=run.name,
+        trigger=run.trigger,
+        generation=run.generation or None,
+        start_time=run.start_time,
+        completion_time=run.completion_time,
+        outcome=run.outcome,
+    )
+    if run.outcome == policy.RUNNING:
+        return record
+    pod = _run_pod(tj.namespace, run.name, succeeded=run.outcome == policy.SUCCEEDED)
+    message = policy.trainer_message(pod)
+    if run.outcome == policy.SUCCEEDED:
+        if not message or "artifact" not in message:
+            record.outcome = RunOutcome.FAILED
+            record.message = "the trainer succeeded but wrote no result to its termination message"
+        else:
+            version = _register(tj, run.name, message, settings)
+            record.version = version
+            record.metric = _headline(tj, message.get("metrics") or {})
+            record.message = f"registered {tj.spec.model}-v{version}"
+            metrics.RUNS.labels(event="succeeded").inc()
+            kube.post_event(
+                body, "Normal", "VersionRegistered", f"run {run.name}: {record.message}"
+            )
+            return record
+    text, user_error = policy.failure_message(run.failure, message)
+    record.outcome = RunOutcome.FAILED
+    record.message = text[:1024]
+    metrics.RUNS.labels(event="failed").inc()
+    kube.post_event(
+        body, "Warning", "UserError" if user_error else "RunFailed", f"run {run.name}: {text}"
+    )
+    return record
+
+
+def _run_pod(namespace: str, job: str, succeeded: bool) -> Manifest | None:
+    pods = kube.list_("Pod", namespace, {"batch.kubernetes.io/job-name": job})
+    wanted = "Succeeded" if succeeded else "Failed"
+    matching = [p for p in pods if (p.get("status") or {}).get("phase") == wanted] or pods
+    matching.sort(key=lambda p: p["metadata"].get("creationTimestamp", ""))
+    return matching[-1] if matching else None
+
+
+def _register(tj: TrainingJob, run: str, result: Manifest, settings: OperatorSettings) -> int:
+    """Create `<model>-v<N>` with the next free N for the model, exactly once per run.
+
+    The run's label finds a version registered before a crash; `create` fails on a name
+    taken by a concurrent registration of the same model, and the next N is tried.
+    """
+    existing = kube.list_(
+        "ModelVersion", tj.namespace, {labels.RUN: run, labels.TRAINING_JOB: tj.name}
+    )
+    if existing:
+        return int(existing[0]["spec"]["version"])
+    image = tj.spec.image or settings.runtime_image
+    for _ in range(MAX_REGISTRATION_ATTEMPTS):
+        versions = [
+            int(mv["spec"]["version"])
+            for mv in kube.list_("ModelVersion", tj.namespace)
+            if mv["spec"].get("model") == tj.spec.model
+        ]
+        version = max(versions, default=0) + 1
+        if kube.create(build_model_version(tj, run, result, version, image)) is not None:
+            metrics.VERSIONS.inc()
+            return version
+    raise kube.TransientError(f"could not allocate a version number for {tj.spec.model}")
+
+
+def _headline(tj: TrainingJob, values: Manifest) -> MetricValue | None:
+    policy_metric = tj.spec.registration.auto_promote
+    names = [policy_metric.metric.value] if policy_metric else []
+    names += [m.value for m in tj.spec.validation.metrics or []] + sorted(values)
+    for name in names:
+        if isinstance(values.get(name), int | float):
+            return MetricValue(name=name, value=float(values[name]))
+    return None
+
+
+def _write_status(
+    tj: TrainingJob,
+    body: Manifest,
+    runs: list[TrainingRun],
+    active: list[policy.ObservedRun],
+    last_schedule: datetime,
+    schedule_error: str | None,
+    now: datetime,
+    settings: OperatorSettings,
+) -> None:
+    runs = sorted(runs, key=lambda r: (r.start_time or now, r.name))[-settings.run_history_limit :]
+    finished = [r for r in runs if r.outcome.value in (policy.SUCCEEDED, policy.FAILED)]
+    last = finished[-1] if finished else None
+    registered = [r for r in runs if r.version is not None]
+    generation = tj.metadata.get("generation", 1)
+    if schedule_error:
+        phase, observed = "Failed", conditions.stalled("InvalidSchedule", schedule_error)
+    elif tj.spec.run_policy.suspend:
+        phase, observed = "Suspended", conditions.ready("Suspended", "the TrainingJob is suspended")
+    elif active:
+        phase = "Running"
+        observed = conditions.progressing("RunActive", f"run {active[0].name} is running")
+    elif last is None:
+        phase, observed = "Pending", conditions.progressing("Pending", "waiting for the first run")
+    elif last.outcome.value == policy.FAILED:
+        phase = "Failed"
+        observed = conditions.stalled("RunFailed", last.message or "the last run failed")
+    else:
+        phase = "Scheduled" if tj.spec.schedule else "Succeeded"
+        observed = conditions.ready("RunSucceeded", last.message or "the last run succeeded")
+    status: Manifest = {
+        "observedGeneration": generation,
+        "phase": phase,
+        "runs": [r.to_json() for r in runs],
+        "activeRun": active[0].name if active else None,
+        "lastVersion": registered[-1].version if registered else tj.status.last_version,
+        "lastMetric": registered[-1].metric.to_json()
+        if registered and registered[-1].metric
+        else (tj.status.last_metric.to_json() if tj.status.last_metric else None),
+        "conditions": conditions.merge_conditions(
+            [c.to_json() for c in tj.status.conditions], observed, generation
+        ),
+    }
+    if tj.spec.schedule and not schedule_error:
+        _, upcoming = policy.schedule_due(tj.spec.schedule, last_schedule, now)
+        status["nextScheduleTime"] = upcoming.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if last_schedule > datetime.fromisoformat(
+            tj.metadata["creationTimestamp"].replace("Z", "+00:00")
+        ):
+            status["lastScheduleTime"] = last_schedule.strftime("%Y-%m-%dT%H:%M:%SZ")
+    kube.write_status_if_changed(body, status)
