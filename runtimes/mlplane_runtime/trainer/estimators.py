@@ -53,11 +53,23 @@ PREPROCESSORS: dict[str, type[BaseEstimator]] = {
 
 
 def estimator_class(name: str) -> type[BaseEstimator]:
-    if name not in ALLOWED:
+    """The allowed class named `name`: a bare name (RandomForestClassifier) or its public
+    import path (sklearn.ensemble.RandomForestClassifier)."""
+    bare = name.rsplit(".", 1)[-1]
+    cls = ALLOWED.get(bare)
+    if cls is not None and name != bare and name != f"{_public_module(cls)}.{bare}":
+        cls = None
+    if cls is None:
         raise UserError(
             f"spec.estimator.class {name!r} is not supported; allowed: {', '.join(sorted(ALLOWED))}"
         )
-    return ALLOWED[name]
+    return cls
+
+
+def _public_module(cls: type[BaseEstimator]) -> str:
+    """sklearn.ensemble._forest -> sklearn.ensemble (where users import it from)."""
+    parts = cls.__module__.split(".")
+    return ".".join(part for part in parts if not part.startswith("_"))
 
 
 def _parameter_names(cls: type[BaseEstimator]) -> list[str]:
