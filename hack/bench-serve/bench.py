@@ -65,7 +65,7 @@ class Iris(Model):
         output = InferOutput(name="predict", shape=list(result.shape), datatype="INT64")
         output.set_data_from_numpy(result, binary_data=False)
         return InferResponse(model_name=self.name, infer_outputs=[output],
-                             response_id=payload.id)
+                             response_id=payload.id or "bench")
 
 
 if __name__ == "__main__":
