@@ -46,6 +46,11 @@ each watched namespace. No wildcards: every resource and verb is named with the 
 - apiGroups: [""]
   resources: [services]
   verbs: [get, list, watch, create, patch, update]
+# Serving is Ready only when the InferenceService's Service has a ready endpoint: the
+# operator lists the Service's EndpointSlices (kubernetes.io/service-name=<name>).
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list]
 # The default artifacts claim (storage.uri pvc://...), created once per namespace when
 # storage.pvc.create is on; never listed, changed or deleted (it holds the models).
 - apiGroups: [""]
