@@ -1,0 +1,107 @@
+"""The operator as a real process on the host, against the local cluster and node.
+
+It watches only namespaces named `op-*`, which the `op_namespace` fixture creates, so it
+never competes with an operator installed by the chart tests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.kube import REPO, kubectl
+
+LOG_DIR = REPO / ".cluster" / "logs"
+GROUP, VERSION = "mlplane.io", "v1alpha1"
+
+
+class OperatorProcess:
+    """`python -m mlplane_operator`, started, stopped and killed like a pod would be."""
+
+    def __init__(self, kubeconfig: str) -> None:
+        self.kubeconfig = kubeconfig
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path: Path = LOG_DIR / "operator-tests.log"
+
+    def start(self) -> None:
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "KUBECONFIG": self.kubeconfig,
+            "MLPLANE_WATCH_NAMESPACES": "op-*",
+            "MLPLANE_RUNTIME_IMAGE": "mlplane/runtime:dev",
+            "MLPLANE_METRICS_PORT": "18080",
+            "MLPLANE_HEALTH_PORT": "18081",
+            "MLPLANE_RETRAIN_COOLDOWN_SECONDS": "0",
+        }
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "mlplane_operator"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to finish anything, as when a node dies."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(scope="session")
+def operator(kubeconfig: str, crds_installed: None) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(kubeconfig)
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def op_namespace(
+    kube_api: client.ApiClient, operator: OperatorProcess, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A fresh namespace the test operator watches, deleted afterwards."""
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"op-{slug}-{uuid.uuid4().hex[:5]}"
+    core = client.CoreV1Api(kube_api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    core.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture(scope="session")
+def crds_installed(kubeconfig: str) -> None:
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    for crd in ("trainingjobs", "modelversions", "inferenceservices"):
+        kubectl("wait", "--for=condition=Established", f"crd/{crd}.mlplane.io", "--timeout=60s")
+
+
+def custom(kube_api: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(kube_api)
+
+
+def get(kube_api: client.ApiClient, namespace: str, plural: str, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = custom(kube_api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, plural, name
+    )
+    return found
