@@ -54,8 +54,6 @@ class OperatorSettings(BaseSettings):
         default=False, description="Create ServiceMonitors when asked and the CRD exists."
     )
     run_history_limit: int = Field(default=10, ge=1, le=100)
-    retrain_cooldown_seconds: int = Field(default=600, ge=0)
-    drift_poll_seconds: float = Field(default=15.0, gt=0)
     serving_port: int = Field(default=8080, ge=1, le=65535)
     monitor_port: int = Field(default=8081, ge=1, le=65535)
 

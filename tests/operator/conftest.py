@@ -42,7 +42,6 @@ class OperatorProcess:
             "MLPLANE_RUNTIME_IMAGE": "mlplane/runtime:dev",
             "MLPLANE_METRICS_PORT": "18080",
             "MLPLANE_HEALTH_PORT": "18081",
-            "MLPLANE_RETRAIN_COOLDOWN_SECONDS": "0",
         }
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(

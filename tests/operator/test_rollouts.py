@@ -1,0 +1,188 @@
+"""Rollouts and the closed loop on the real local cluster: a canary that fails its
+analysis is rolled back while the stable version keeps answering, and drift in live
+requests makes the operator retrain the model."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from kubernetes import client
+
+from tests.kube import eventually
+from tests.operator.helpers import (
+    apply,
+    condition,
+    infer,
+    inference_service,
+    read,
+    serving_pods,
+    training_job,
+    wait_for,
+)
+
+SETOSA = [5.1, 3.5, 1.4, 0.2]
+
+
+class Traffic(threading.Thread):
+    """Iris requests spread over every ready serving pod, as a Service would send them;
+    records the answers per version."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, isvc: str, rows: list[list[float]]):
+        super().__init__(daemon=True)
+        self.api, self.namespace, self.isvc, self.rows = api, namespace, isvc, rows
+        self.codes: dict[str, list[int]] = {}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 240
+        while not self.done.is_set() and time.monotonic() < deadline:
+            for pod in serving_pods(self.api, self.namespace, self.isvc):
+                version = pod.metadata.labels["mlplane.io/version"]
+                try:
+                    code, _ = infer(pod.status.pod_ip, self.isvc, self.rows)
+                except OSError:
+                    continue  # a pod going away mid-request
+                self.codes.setdefault(version, []).append(code)
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(timeout=30)
+
+
+def test_a_canary_failing_its_analysis_rolls_back_and_stable_keeps_answering(
+    kube_api: client.ApiClient, op_namespace: str
+) -> None:
+    ns = op_namespace
+    canary = {
+        "strategy": "Canary",
+        "canary": {"steps": [50], "stepSeconds": 2},
+        "analysis": {"maxErrorRate": 0.2, "minRequests": 10},
+        "autoRollback": True,
+    }
+    apply(
+        ns,
+        training_job("good", "flowers", registration={"stage": "Production"}),
+        inference_service("flowers", "flowers", rollout=canary),
+    )
+    wait_for(
+        kube_api,
+        ns,
+        "inferenceservices",
+        "flowers",
+        lambda i: (
+            (i.get("status") or {}).get("servingVersion") == 1
+            and condition(i, "Ready").get("status") == "True"
+        ),
+        "v1 to be served",
+    )
+    traffic = Traffic(kube_api, ns, "flowers", [SETOSA])
+    traffic.start()
+    try:
+        # v2 is built to fail: trained on wine (13 features), it answers every iris
+        # request (4 features) with a client error.
+        apply(
+            ns,
+            training_job(
+                "broken",
+                "flowers",
+                dataset={"builtin": "wine"},
+                registration={"stage": "Production"},
+            ),
+        )
+        wait_for(
+            kube_api,
+            ns,
+            "inferenceservices",
+            "flowers",
+            lambda i: (i.get("status") or {}).get("canaryVersion") == 2,
+            "the canary to start",
+        )
+        isvc = wait_for(
+            kube_api,
+            ns,
+            "inferenceservices",
+            "flowers",
+            lambda i: i["status"].get("rolloutPhase") == "RolledBack",
+            "the rollback",
+        )
+    finally:
+        traffic.stop()
+    assert isvc["status"]["servingVersion"] == 1
+    assert isvc["status"].get("canaryVersion") is None
+    last = isvc["status"]["rolloutHistory"][-1]
+    assert (last["version"], last["outcome"]) == (2, "RolledBack")
+    assert "error rate" in last["message"]
+    assert condition(isvc, "CanaryAnalysis")["reason"] == "AnalysisFailed"
+    assert 400 <= min(traffic.codes["2"]) < 500  # the canary really did fail
+    assert set(traffic.codes["1"]) == {200}  # the stable version never did
+    eventually(
+        lambda: (
+            not client.AppsV1Api(kube_api)
+            .list_namespaced_deployment(ns, label_selector="mlplane.io/version=2")
+            .items
+        ),
+        what="the canary Deployment to be removed",
+    )
+    code, body = infer(serving_pods(kube_api, ns, "flowers")[0].status.pod_ip, "flowers", [SETOSA])
+    assert (code, body["model_version"]) == (200, "1")
+
+
+def test_drift_in_live_requests_triggers_a_retraining_run(
+    kube_api: client.ApiClient, op_namespace: str
+) -> None:
+    ns = op_namespace
+    monitoring = {
+        "drift": {"enabled": True, "method": "psi", "threshold": 0.2, "minSamples": 50},
+        "retrain": {"trainingJob": "iris", "cooldownSeconds": 600},
+    }
+    apply(
+        ns,
+        training_job("iris", "iris", registration={"stage": "Production"}),
+        inference_service("iris", "iris", monitoring=monitoring),
+    )
+    wait_for(
+        kube_api,
+        ns,
+        "inferenceservices",
+        "iris",
+        lambda i: condition(i, "Ready").get("status") == "True",
+        "v1 to be served",
+    )
+    pod_ip = serving_pods(kube_api, ns, "iris")[0].status.pod_ip
+    # Requests from another population: every feature shifted far off the training data.
+    shifted = [[value + 6.0 for value in SETOSA] for _ in range(20)]
+    for _ in range(6):
+        code, _ = infer(pod_ip, "iris", shifted)
+        assert code == 200
+    isvc = wait_for(
+        kube_api,
+        ns,
+        "inferenceservices",
+        "iris",
+        lambda i: condition(i, "DriftDetected").get("status") == "True",
+        "drift to be detected",
+    )
+    assert condition(isvc, "RetrainRequested")["status"] == "True"
+    tj = wait_for(
+        kube_api,
+        ns,
+        "trainingjobs",
+        "iris",
+        lambda t: any(r.get("trigger") == "Retrain" for r in t["status"].get("runs", [])),
+        "a retraining run",
+    )
+    assert [r["trigger"] for r in tj["status"]["runs"]] == ["Spec", "Retrain"]
+    # The retrained version flows through registration and verification by itself.
+    wait_for(
+        kube_api,
+        ns,
+        "modelversions",
+        "iris-v2",
+        lambda m: (m.get("status") or {}).get("verified") is True,
+        "the retrained version",
+    )
+    tj = read(kube_api, ns, "trainingjobs", "iris")
+    assert tj is not None
+    assert "mlplane.io/retrain-requested" not in (tj["metadata"].get("annotations") or {})
