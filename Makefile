@@ -60,10 +60,8 @@ test: lint cluster-up ## lint, then every test (unit and against the local clust
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 .PHONY: demo
-demo: ## train, register, verify, promote and serve examples/iris on the local cluster
-	@echo "make demo is not ready yet: it needs the operator (issue 6) and the Helm chart (issue 7)." >&2
-	@echo "What works today: 'make cluster-up' starts a real local Kubernetes control plane." >&2
-	@exit 1
+demo: cluster-up ## helm install mlplane on the local cluster, then train, register, verify, promote, serve and query examples/iris
+	hack/demo.sh
 
 .PHONY: bench-serve
 bench-serve: dev ## benchmark mlplane-serve against raw ONNX Runtime, MLServer and KServe

@@ -1,0 +1,257 @@
+#!/usr/bin/env bash
+# make demo: install mlplane with Helm on the local cluster, apply examples/iris, follow
+# it from training to serving, then query the model over the KServe V2 protocol.
+#
+#   hack/demo.sh        (the Makefile's `demo` target runs `make cluster-up` first)
+#
+# Safe to re-run: `helm upgrade --install` and `kubectl apply` change only what changed,
+# so a second run finds iris already served and takes seconds.
+#
+# Environment:
+#   MLPLANE_DEMO_NAMESPACE  where iris goes (default mlplane-demo)
+#   MLPLANE_DEMO_TIMEOUT    seconds each stage may take before the demo gives up (180)
+#   MLPLANE_IMAGE_TAG       tag of mlplane/operator and mlplane/runtime (dev); the local
+#                           node runs any tag of them from the repository's .venv
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO=$PWD
+CLUSTER_DIR=${MLPLANE_CLUSTER_DIR:-$REPO/.cluster}
+export KUBECONFIG=$CLUSTER_DIR/kubeconfig
+export PATH=${MLPLANE_BIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mlplane/bin}:$PATH
+PYTHON=$REPO/.venv/bin/python
+
+RELEASE=mlplane
+SYSTEM_NS=mlplane-system
+NS=${MLPLANE_DEMO_NAMESPACE:-mlplane-demo}
+TAG=${MLPLANE_IMAGE_TAG:-dev}
+TIMEOUT=${MLPLANE_DEMO_TIMEOUT:-180}
+MODEL=iris
+ROW='[5.1, 3.5, 1.4, 0.2]'  # one iris flower (sepal length/width, petal length/width, cm)
+
+STARTED=$SECONDS  # reset when the example is applied
+say() { printf '==> %s\n' "$*"; }
+step() { printf '  [%3ss] %s\n' "$((SECONDS - STARTED))" "$*"; }
+die() { printf '\nmake demo failed: %s\n' "$*" >&2; exit 1; }
+
+# jsonpath of one object in the demo namespace; empty when it does not exist (yet).
+field() { kubectl get -n "$NS" "$1" -o "jsonpath=$2" 2>/dev/null || true; }
+
+# --- what went wrong: status, conditions, events, operator log --------------------------
+
+conditions() {  # <resource>: its conditions, one a line
+  field "$1" '{range .status.conditions[*]}    {.type}={.status} {.reason}: {.message}{"\n"}{end}'
+}
+
+operator_log() {
+  local pod log
+  for pod in $(kubectl get pods -n "$SYSTEM_NS" -l "app.kubernetes.io/instance=$RELEASE" \
+    -o jsonpath='{.items[*].metadata.name}' 2>/dev/null); do
+    log=$CLUSTER_DIR/logs/pods/${SYSTEM_NS}_${pod}_operator.log
+    echo "--- operator log ($log, last 40 lines)"
+    if [ -f "$log" ]; then tail -n 40 "$log"; else echo "    (no log yet)"; fi
+  done
+}
+
+diagnose() {  # everything a person needs to see why a stage did not complete
+  {
+    echo
+    echo "--- kubectl get mlplane,jobs,deployments,pods -n $NS"
+    kubectl get mlplane,jobs,deployments,pods -n "$NS" -o wide 2>&1 || true
+    local resource
+    for resource in "trainingjob/$MODEL" "modelversion/${VERSION_NAME:-}" "inferenceservice/$MODEL"; do
+      [ "${resource#*/}" ] || continue
+      echo "--- $resource: phase=$(field "$resource" '{.status.phase}') conditions:"
+      conditions "$resource"
+    done
+    echo "--- events in $NS (last 20)"
+    kubectl get events -n "$NS" --sort-by=.lastTimestamp 2>&1 | tail -n 20 || true
+    echo "--- operator pods in $SYSTEM_NS"
+    kubectl get pods -n "$SYSTEM_NS" -o wide 2>&1 || true
+    operator_log
+  } >&2
+}
+
+# wait_until <what> <probe>: run <probe> every second until it succeeds (status 0), or
+# fails for good (status 2), or TIMEOUT seconds pass. The probe prints progress lines.
+wait_until() {
+  local what=$1 probe=$2 deadline=$((SECONDS + TIMEOUT)) rc
+  while :; do
+    rc=0
+    "$probe" || rc=$?
+    case $rc in
+      0) return 0 ;;
+      2) diagnose; die "$what failed (see the conditions, events and operator log above)" ;;
+    esac
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      diagnose
+      die "$what did not happen within ${TIMEOUT}s (MLPLANE_DEMO_TIMEOUT); see above"
+    fi
+    sleep 1
+  done
+}
+
+LAST_LINE=""
+report() {  # print a progress line only when it changed
+  if [ "$1" != "$LAST_LINE" ]; then
+    step "$1"
+    LAST_LINE=$1
+  fi
+}
+
+# --- the stages ------------------------------------------------------------------------
+
+VERSION="" VERSION_NAME=""
+
+trained() {
+  local phase generation observed run version metric
+  IFS='|' read -r phase generation observed run version metric < <(field "trainingjob/$MODEL" \
+    '{.status.phase}|{.metadata.generation}|{.status.observedGeneration}|{.status.activeRun}|{.status.lastVersion}|{.status.lastMetric.name}={.status.lastMetric.value}{"\n"}')
+  if [ "$observed" != "$generation" ]; then
+    report "TrainingJob $MODEL: waiting for the operator to pick it up"
+    return 1
+  fi
+  case $phase in
+    Succeeded)
+      [ -n "$version" ] || { report "TrainingJob $MODEL: Succeeded, registering the version"; return 1; }
+      VERSION=$version VERSION_NAME=$MODEL-v$version
+      report "TrainingJob $MODEL: Succeeded ($metric on the hold-out set)"
+      ;;
+    Failed) report "TrainingJob $MODEL: Failed"; return 2 ;;
+    Running) report "TrainingJob $MODEL: Running (training pod of run ${run:-?})"; return 1 ;;
+    *) report "TrainingJob $MODEL: ${phase:-Pending}"; return 1 ;;
+  esac
+}
+
+registered() {
+  local stage
+  stage=$(field "modelversion/$VERSION_NAME" '{.spec.stage}')
+  [ -n "$stage" ] || { report "ModelVersion $VERSION_NAME: not registered yet"; return 1; }
+  report "ModelVersion $VERSION_NAME: registered (stage $stage)"
+}
+
+verified() {
+  local phase ok
+  IFS='|' read -r phase ok < <(field "modelversion/$VERSION_NAME" '{.status.phase}|{.status.verified}{"\n"}')
+  case $phase/$ok in
+    */true) report "ModelVersion $VERSION_NAME: verified (sha256, loads in ONNX Runtime, signature)" ;;
+    Failed/*) report "ModelVersion $VERSION_NAME: verification failed"; return 2 ;;
+    *) report "ModelVersion $VERSION_NAME: ${phase:-Pending} (verification pod)"; return 1 ;;
+  esac
+}
+
+promoted() {
+  local stage
+  stage=$(field "modelversion/$VERSION_NAME" '{.spec.stage}')
+  [ "$stage" = Production ] || { report "ModelVersion $VERSION_NAME: $stage, waiting for promotion"; return 1; }
+  report "ModelVersion $VERSION_NAME: promoted to Production (autoPromote: accuracy >= 0.9)"
+}
+
+serving() {
+  local phase served ready replicas url
+  IFS='|' read -r phase served ready replicas url < <(field "inferenceservice/$MODEL" \
+    '{.status.phase}|{.status.servingVersion}|{.status.readyReplicas}|{.status.replicas}|{.status.url}{"\n"}')
+  if [ "$phase" = Ready ] && [ "$served" = "$VERSION" ] && [ "${ready:-0}" -ge 1 ]; then
+    report "InferenceService $MODEL: serving $VERSION_NAME, $ready/$replicas ready ($url)"
+    return 0
+  fi
+  [ "$phase" != Failed ] || { report "InferenceService $MODEL: Failed"; return 2; }
+  report "InferenceService $MODEL: ${phase:-Pending}, serving v${served:-none}, ${ready:-0}/${replicas:-0} ready"
+  return 1
+}
+
+POD_IP=""
+serving_pod() {
+  POD_IP=$(kubectl get pods -n "$NS" -l "mlplane.io/inferenceservice=$MODEL,mlplane.io/version=$VERSION" \
+    -o jsonpath='{range .items[?(@.status.phase=="Running")]}{.status.podIP}{"\n"}{end}' | head -n 1)
+  [ -n "$POD_IP" ] || { report "InferenceService $MODEL: no running serving pod yet"; return 1; }
+}
+
+infer() {  # POST one row to the serving pod's V2 endpoint and print the prediction
+  "$PYTHON" - "http://$POD_IP:8080/v2/models/$MODEL/infer" "$ROW" <<'EOF'
+import json
+import sys
+import urllib.request
+
+url, row = sys.argv[1], json.loads(sys.argv[2])
+body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": row}]}
+request = urllib.request.Request(
+    url, json.dumps(body).encode(), {"Content-Type": "application/json"}
+)
+with urllib.request.urlopen(request, timeout=10) as response:
+    answer = json.load(response)
+print(f"  POST {url}")
+print(f"       {json.dumps(body)}")
+for output in answer["outputs"]:
+    print(f"  -> {output['name']}: {output['data']}  ({output['datatype']}, shape {output['shape']})")
+label = next(o["data"][0] for o in answer["outputs"] if o["name"] == "label")
+species = ["setosa", "versicolor", "virginica"]  # scikit-learn's iris.target_names
+print(f"  prediction: class {label} = Iris {species[int(label)]}")
+EOF
+}
+
+# --- 1. the cluster and a clear field ---------------------------------------------------
+
+[ -x "$PYTHON" ] || die "no .venv: run 'make demo' (it runs make dev and make cluster-up first)"
+kubectl get --raw /readyz >/dev/null 2>&1 ||
+  die "the local cluster is not running: run 'make cluster-up' (or 'make demo')"
+
+# An operator started by hand on the host (not in a pod: it shares our network namespace)
+# that watches every namespace, or this one, would reconcile the demo too.
+for proc in /proc/[0-9]*; do
+  grep -qa mlplane_operator "$proc/cmdline" 2>/dev/null || continue
+  [ "$(readlink "$proc/ns/net" 2>/dev/null)" = "$(readlink /proc/self/ns/net)" ] || continue
+  watched=$(tr '\0' '\n' <"$proc/environ" 2>/dev/null | sed -n 's/^MLPLANE_WATCH_NAMESPACES=//p')
+  if [ -z "$watched" ] || [[ ",$watched," == *",$NS,"* ]]; then
+    die "an operator runs on the host (pid ${proc#/proc/}) watching ${watched:-every namespace}; it
+would reconcile $NS alongside the installed one. Stop it, or restrict it with
+MLPLANE_WATCH_NAMESPACES, or pick another namespace with MLPLANE_DEMO_NAMESPACE."
+  fi
+done
+
+# --- 2. install mlplane as a user would -------------------------------------------------
+
+say "namespace $NS"
+kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+
+# The operator watches only the demo namespace (the chart's namespace-scoped mode: a Role
+# there, no ClusterRole over workloads), so it leaves the rest of the cluster alone.
+say "helm upgrade --install $RELEASE charts/mlplane -n $SYSTEM_NS (images mlplane/operator:$TAG, mlplane/runtime:$TAG)"
+helm_started=$SECONDS
+if ! helm upgrade --install "$RELEASE" charts/mlplane -n "$SYSTEM_NS" --create-namespace \
+  --set "image.tag=$TAG" --set "runtime.image.tag=$TAG" --set "watchNamespaces={$NS}" \
+  --wait --timeout "${TIMEOUT}s" >/dev/null; then
+  diagnose
+  die "helm could not install mlplane (operator pod status and log above)"
+fi
+echo "  operator ready in $((SECONDS - helm_started))s: $(kubectl get deploy -n "$SYSTEM_NS" \
+  "$RELEASE" -o jsonpath='{.spec.template.spec.containers[0].image}')"
+
+# --- 3. apply the example and follow it -------------------------------------------------
+
+say "kubectl apply -n $NS -f examples/iris/"
+STARTED=$SECONDS
+applied_ns=$(date +%s%N)
+kubectl apply -n "$NS" -f examples/iris/ | sed 's/^/  /'
+
+wait_until "training" trained
+wait_until "registering $MODEL-v$VERSION" registered
+wait_until "verifying $VERSION_NAME" verified
+wait_until "promoting $VERSION_NAME to Production" promoted
+wait_until "serving $VERSION_NAME" serving
+wait_until "finding the serving pod" serving_pod
+
+say "KServe V2 inference request to the serving pod ($POD_IP)"
+for attempt in 1 2 3 4 5; do
+  if answer=$(infer 2>&1); then break; fi
+  [ "$attempt" -lt 5 ] || { diagnose; die "the inference request failed: $answer"; }
+  sleep 1
+done
+served_ns=$(date +%s%N)
+echo "$answer"
+
+say "kubectl get mlplane -n $NS"
+kubectl get mlplane -n "$NS"
+
+echo
+say "apply -> served: $(awk -v ns="$((served_ns - applied_ns))" 'BEGIN { printf "%.1f", ns / 1e9 }')s"
