@@ -1,0 +1,292 @@
+"""What an InferenceService runs: a Deployment per served version, one Service in front
+of them all, an HPA with autoscaling, and a ServiceMonitor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlplane_operator import labels
+from mlplane_operator.builders.serving import (
+    build_deployment,
+    build_hpa,
+    build_service,
+    build_service_monitor,
+)
+from mlplane_runtime.monitor.cli import parse_args as parse_monitor_args
+from mlplane_runtime.server.cli import parse_args as parse_server_args
+from tests.operator.unit.objects import (
+    IMAGE,
+    MODEL_SHA,
+    NAMESPACE,
+    PROFILE_SHA,
+    S3_ENDPOINT,
+    S3_SECRET,
+    Manifest,
+    claim_volumes,
+    env_of,
+    inferenceservice,
+    inferenceservice_body,
+    modelversion,
+    modelversion_body,
+    mounts_of,
+    settings,
+)
+
+DRIFT = {"drift": {"enabled": True, "method": "psi", "threshold": 0.25, "minSamples": 200}}
+
+
+def deployment(
+    isvc_body: Manifest | None = None,
+    mv_body: Manifest | None = None,
+    replicas: int = 2,
+    annotations: dict[str, str] | None = None,
+    **setting: Any,
+) -> Manifest:
+    isvc_body = isvc_body or inferenceservice_body()
+    mv = modelversion(mv_body or modelversion_body())
+    return build_deployment(
+        inferenceservice(isvc_body), isvc_body, mv, replicas, settings(**setting), annotations
+    )
+
+
+def containers(manifest: Manifest) -> dict[str, Manifest]:
+    return {c["name"]: c for c in manifest["spec"]["template"]["spec"]["containers"]}
+
+
+def test_deployment_is_named_after_the_service_and_version() -> None:
+    manifest = deployment(mv_body=modelversion_body(version=7))
+    assert manifest["kind"] == "Deployment"
+    assert manifest["metadata"]["name"] == "iris-v7"
+    assert manifest["metadata"]["namespace"] == NAMESPACE
+
+
+def test_server_serves_the_modelversion_artifact() -> None:
+    server = containers(deployment())["server"]
+    assert server["command"] == ["mlplane-serve"]
+    assert server["image"] == IMAGE
+    args = server["args"]
+    assert "--model-uri=pvc://mlplane-artifacts/models/iris/iris-3/model.onnx" in args
+    assert "--model-name=iris" in args
+    assert "--model-version=3" in args
+    assert f"--sha256={MODEL_SHA}" in args
+
+
+def test_server_arguments_parse_with_mlplane_serve() -> None:
+    isvc = inferenceservice_body(threads=4, monitoring=DRIFT)
+    parsed = parse_server_args(containers(deployment(isvc))["server"]["args"])
+    assert parsed.model_uri == "pvc://mlplane-artifacts/models/iris/iris-3/model.onnx"
+    assert parsed.model_name == "iris"
+    assert parsed.model_version == "3"
+    assert parsed.sha256 == MODEL_SHA
+    assert parsed.port == 8080
+    assert parsed.threads == 4
+    assert parsed.monitor_url == "http://127.0.0.1:8081"
+
+
+def test_monitor_arguments_parse_with_mlplane_monitor() -> None:
+    monitor = containers(deployment(inferenceservice_body(monitoring=DRIFT)))["monitor"]
+    parsed = parse_monitor_args(monitor["args"])
+    assert parsed.baseline_uri == "pvc://mlplane-artifacts/models/iris/iris-3/profile.json"
+    assert parsed.baseline_sha256 == PROFILE_SHA
+    assert parsed.method == "psi"
+    assert parsed.threshold == 0.25
+    assert parsed.min_samples == 200
+    assert parsed.port == 8081
+
+
+def test_server_is_ready_only_when_the_model_is_loaded() -> None:
+    server = containers(deployment())["server"]
+    assert server["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
+    assert server["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert server["ports"] == [{"name": "http", "containerPort": 8080}]
+
+
+def test_monitor_sidecar_runs_when_drift_is_enabled_and_a_baseline_exists() -> None:
+    manifest = deployment(inferenceservice_body(monitoring=DRIFT))
+    assert set(containers(manifest)) == {"server", "monitor"}
+    monitor = containers(manifest)["monitor"]
+    assert monitor["command"] == ["mlplane-monitor"]
+    assert monitor["ports"] == [{"name": "monitor", "containerPort": 8081}]
+    assert monitor["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_no_monitor_sidecar_without_drift_monitoring() -> None:
+    manifest = deployment()
+    assert set(containers(manifest)) == {"server"}
+    assert not any(a.startswith("--monitor-url") for a in containers(manifest)["server"]["args"])
+
+
+def test_no_monitor_sidecar_when_drift_is_disabled() -> None:
+    isvc = inferenceservice_body(monitoring={"drift": {"enabled": False}})
+    assert set(containers(deployment(isvc))) == {"server"}
+
+
+def test_no_monitor_sidecar_for_a_version_without_baseline() -> None:
+    mv = modelversion_body()
+    del mv["spec"]["baseline"]
+    manifest = deployment(inferenceservice_body(monitoring=DRIFT), mv)
+    assert set(containers(manifest)) == {"server"}
+    assert not any(a.startswith("--monitor-url") for a in containers(manifest)["server"]["args"])
+
+
+def test_fixed_replicas_are_set_on_the_deployment() -> None:
+    assert deployment(replicas=3)["spec"]["replicas"] == 3
+
+
+def test_replicas_are_left_to_the_hpa_under_autoscaling() -> None:
+    isvc = inferenceservice_body(autoscaling={"minReplicas": 2, "maxReplicas": 10})
+    assert "replicas" not in deployment(isvc)["spec"]
+
+
+def test_each_version_selects_only_its_own_pods() -> None:
+    manifest = deployment(mv_body=modelversion_body(version=5))
+    selector = manifest["spec"]["selector"]["matchLabels"]
+    assert selector[labels.VERSION] == "5"
+    assert selector[labels.INFERENCE_SERVICE] == "iris"
+    template_labels = manifest["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= template_labels.items()
+
+
+def test_rollout_never_takes_a_ready_replica_away() -> None:
+    strategy = deployment()["spec"]["strategy"]
+    assert strategy == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
+
+
+def test_annotations_given_by_the_reconciler_are_set() -> None:
+    manifest = deployment(annotations={"mlplane.io/canary-step": "1"})
+    assert manifest["metadata"]["annotations"] == {"mlplane.io/canary-step": "1"}
+
+
+def test_artifact_and_baseline_claims_are_mounted_read_only() -> None:
+    mv = modelversion_body()
+    mv["spec"]["baseline"]["uri"] = "pvc://profiles/iris/profile.json"
+    manifest = deployment(inferenceservice_body(monitoring=DRIFT), mv)
+    claims = claim_volumes(manifest["spec"]["template"]["spec"])
+    assert sorted(c["claimName"] for c in claims.values()) == ["mlplane-artifacts", "profiles"]
+    assert all(c["readOnly"] for c in claims.values())
+    for container in containers(manifest).values():
+        assert {"/mnt/pvc/mlplane-artifacts", "/mnt/pvc/profiles", "/tmp"} <= set(
+            mounts_of(container)
+        )
+
+
+def test_s3_artifact_adds_endpoint_and_credentials_to_server_and_monitor() -> None:
+    mv = modelversion_body(uri="s3://models/iris/model.onnx")
+    mv["spec"]["baseline"]["uri"] = "s3://models/iris/profile.json"
+    manifest = deployment(inferenceservice_body(monitoring=DRIFT), mv)
+    for container in containers(manifest).values():
+        assert env_of(container)["AWS_ENDPOINT_URL"] == S3_ENDPOINT
+        assert container["envFrom"] == [{"secretRef": {"name": S3_SECRET}}]
+
+
+def test_pvc_artifact_gets_no_s3_settings() -> None:
+    server = containers(deployment())["server"]
+    assert "AWS_ENDPOINT_URL" not in env_of(server)
+    assert "envFrom" not in server
+
+
+def test_server_pods_are_locked_down() -> None:
+    manifest = deployment(inferenceservice_body(monitoring=DRIFT))
+    pod = manifest["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    for container in containers(manifest).values():
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_image_resources_threads_and_service_account_of_the_spec_pass_through() -> None:
+    isvc = inferenceservice_body(
+        image="registry.example.com/team/serve:2.0",
+        resources={"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
+        threads=2,
+        serviceAccountName="iris-server",
+    )
+    manifest = deployment(isvc)
+    server = containers(manifest)["server"]
+    assert server["image"] == "registry.example.com/team/serve:2.0"
+    assert server["resources"] == {
+        "requests": {"cpu": "100m", "memory": "128Mi"},
+        "limits": {"memory": "256Mi"},
+    }
+    assert "--threads=2" in server["args"]
+    assert manifest["spec"]["template"]["spec"]["serviceAccountName"] == "iris-server"
+
+
+def test_deployment_is_owned_by_the_inferenceservice() -> None:
+    body = inferenceservice_body()
+    (owner,) = deployment(body)["metadata"]["ownerReferences"]
+    assert owner["kind"] == "InferenceService"
+    assert owner["name"] == "iris"
+    assert owner["uid"] == body["metadata"]["uid"]
+    assert owner["controller"] is True
+
+
+def test_service_selects_every_version_of_the_inferenceservice() -> None:
+    body = inferenceservice_body()
+    service = build_service(inferenceservice(body), body, settings())
+    assert service["metadata"]["name"] == "iris"
+    selector = service["spec"]["selector"]
+    assert labels.VERSION not in selector
+    for version in (3, 4):
+        pod_labels = deployment(body, modelversion_body(version=version))["spec"]["template"][
+            "metadata"
+        ]["labels"]
+        assert selector.items() <= pod_labels.items()
+    assert service["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http"}]
+
+
+def test_service_exposes_the_monitor_port_with_drift_monitoring() -> None:
+    body = inferenceservice_body(monitoring=DRIFT)
+    ports = build_service(inferenceservice(body), body, settings())["spec"]["ports"]
+    assert {"name": "monitor", "port": 8081, "targetPort": "monitor"} in ports
+
+
+def test_hpa_scales_the_serving_deployment_on_cpu() -> None:
+    body = inferenceservice_body(
+        autoscaling={"minReplicas": 2, "maxReplicas": 10, "targetCPUUtilizationPercentage": 70}
+    )
+    hpa = build_hpa(inferenceservice(body), body, 4)
+    assert hpa is not None
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    spec = hpa["spec"]
+    assert spec["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "iris-v4",
+    }
+    assert (spec["minReplicas"], spec["maxReplicas"]) == (2, 10)
+    (metric,) = spec["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    assert metric["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}
+
+
+def test_no_hpa_without_autoscaling() -> None:
+    body = inferenceservice_body(replicas=2)
+    assert build_hpa(inferenceservice(body), body, 4) is None
+
+
+def test_service_monitor_scrapes_the_server_metrics() -> None:
+    body = inferenceservice_body()
+    monitor = build_service_monitor(inferenceservice(body), body)
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["kind"] == "ServiceMonitor"
+    service = build_service(inferenceservice(body), body, settings())
+    selected = monitor["spec"]["selector"]["matchLabels"]
+    assert selected.items() <= service["metadata"]["labels"].items(), "selects the Service"
+    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics"}]
+
+
+def test_service_monitor_also_scrapes_the_drift_monitor() -> None:
+    body = inferenceservice_body(monitoring={**DRIFT, "serviceMonitor": True})
+    monitor = build_service_monitor(inferenceservice(body), body)
+    assert {"port": "monitor", "path": "/metrics"} in monitor["spec"]["endpoints"]
+    service_ports = {
+        p["name"] for p in build_service(inferenceservice(body), body, settings())["spec"]["ports"]
+    }
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} <= service_ports
