@@ -197,14 +197,25 @@ kubectl get --raw /readyz >/dev/null 2>&1 ||
   die "the local cluster is not running: run 'make cluster-up' (or 'make demo')"
 
 # An operator started by hand on the host (not in a pod: it shares our network namespace)
-# that watches every namespace, or this one, would reconcile the demo too.
+# that watches every namespace, or this one (names or globs such as op-*), would
+# reconcile the demo alongside the installed one.
+watches_demo() {  # <MLPLANE_WATCH_NAMESPACES value>
+  local pattern patterns
+  [ -n "$1" ] || return 0
+  IFS=, read -ra patterns <<<"$1"
+  for pattern in "${patterns[@]}"; do
+    # shellcheck disable=SC2053  # the pattern is a glob on purpose
+    [[ $NS == $pattern ]] && return 0
+  done
+  return 1
+}
 for proc in /proc/[0-9]*; do
   grep -qa mlplane_operator "$proc/cmdline" 2>/dev/null || continue
   [ "$(readlink "$proc/ns/net" 2>/dev/null)" = "$(readlink /proc/self/ns/net)" ] || continue
   watched=$(tr '\0' '\n' <"$proc/environ" 2>/dev/null | sed -n 's/^MLPLANE_WATCH_NAMESPACES=//p')
-  if [ -z "$watched" ] || [[ ",$watched," == *",$NS,"* ]]; then
+  if watches_demo "$watched"; then
     die "an operator runs on the host (pid ${proc#/proc/}) watching ${watched:-every namespace}; it
-would reconcile $NS alongside the installed one. Stop it, or restrict it with
+would reconcile $NS alongside the installed one. Stop it, restrict it with
 MLPLANE_WATCH_NAMESPACES, or pick another namespace with MLPLANE_DEMO_NAMESPACE."
   fi
 done
