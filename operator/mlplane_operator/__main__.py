@@ -7,13 +7,12 @@ the operator at once with a message naming the variable.
 from __future__ import annotations
 
 import logging
-import random
 import sys
 
 import kopf
 from pydantic import ValidationError
 
-import mlplane_operator.handlers  # noqa: F401  (importing registers the handlers with Kopf)
+import mlplane_operator.handlers  # importing registers the handlers with Kopf
 from mlplane_operator import kube, metrics
 from mlplane_operator.settings import OperatorSettings, get_settings
 
@@ -39,8 +38,7 @@ def main() -> None:
         namespaces=settings.watch_namespaces,
         standalone=settings.peering is None,
         peering_name=settings.peering,  # naming a peering makes its CRD mandatory
-        # Peers of equal priority pause each other; a random one elects a single leader.
-        priority=random.randint(1, 32767),
+        priority=mlplane_operator.handlers.PRIORITY,
         liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
     )
 

@@ -1,15 +1,17 @@
-"""Kopf registrations: thin, level-based, one reconciler per kind.
+"""Kopf registrations: thin and level-based, one reconciler per kind.
 
-Every handler does the same thing: hand the latest body to its kind's reconciler. The
-reconcilers are idempotent, so a create, an update, a resume after a restart, a timer
-tick and a child's event may all call them, in any order, any number of times.
-Handlers return nothing (Kopf would store a return value in the status).
+Every handler hands the object to its kind's reconciler. The reconcilers are idempotent,
+so a watch event of the object, of one of its children, or the periodic resync may all
+call them, in any order, any number of times. Only event handlers are used: they need no
+finalizer, so deleting an object never waits for the operator (Kopf's timers, daemons
+and deletion handlers would each put a finalizer on every object). Handlers return
+nothing (Kopf would store a return value in the status).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import random
 from typing import Any
 
 import kopf
@@ -17,67 +19,62 @@ import kopf
 from mlplane_operator import kube, labels
 from mlplane_operator.api.v1alpha1 import GROUP, VERSION
 from mlplane_operator.reconcilers import inferenceservice, modelversion, trainingjob
-from mlplane_operator.settings import OperatorSettings, get_settings
+from mlplane_operator.resync import Reconciler, Resync
+from mlplane_operator.settings import get_settings
 
-Reconciler = Callable[[dict[str, Any], OperatorSettings], None]
-KINDS: dict[str, tuple[str, Reconciler, float]] = {
-    # kind: (plural, reconciler, timer interval in seconds)
-    "TrainingJob": ("trainingjobs", trainingjob.reconcile, 10.0),
-    "ModelVersion": ("modelversions", modelversion.reconcile, 15.0),
-    "InferenceService": ("inferenceservices", inferenceservice.reconcile, 3.0),
+RECONCILERS: dict[str, Reconciler] = {
+    "TrainingJob": trainingjob.reconcile,
+    "ModelVersion": modelversion.reconcile,
+    "InferenceService": inferenceservice.reconcile,
 }
-RETRY_SECONDS = 5
+PLURALS = {
+    "TrainingJob": "trainingjobs",
+    "ModelVersion": "modelversions",
+    "InferenceService": "inferenceservices",
+}
+PRIORITY = random.randint(1, 32767)  # peers of equal priority would pause each other
+_resync: list[Resync] = []
 
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    # Our status schemas are strict, so Kopf keeps its bookkeeping in annotations.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-        prefix="kopf.mlplane.io"
-    )
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="kopf.mlplane.io", key="last-handled-configuration"
-    )
     settings.posting.level = logging.WARNING  # our own Events say what a person needs
     settings.execution.max_workers = 8
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
+    resync = Resync(RECONCILERS, get_settings(), PRIORITY)
+    resync.start()
+    _resync.append(resync)
 
 
-def _reconcile(kind: str, body: kopf.Body) -> None:
-    _, reconcile, _ = KINDS[kind]
-    reconcile(dict(body), get_settings())
+@kopf.on.cleanup()
+def stop_resync(**_: Any) -> None:
+    for resync in _resync:
+        resync.stop()
 
 
 def _register(kind: str) -> None:
-    plural, _, interval = KINDS[kind]
-
-    handler_id = f"reconcile-{plural}"
-
-    @kopf.on.resume(GROUP, VERSION, plural, id=handler_id, backoff=RETRY_SECONDS)
-    @kopf.on.create(GROUP, VERSION, plural, id=handler_id, backoff=RETRY_SECONDS)
-    @kopf.on.update(GROUP, VERSION, plural, id=handler_id, backoff=RETRY_SECONDS)
-    @kopf.timer(
-        GROUP, VERSION, plural, id=f"tick-{plural}", interval=interval, backoff=RETRY_SECONDS
-    )
-    def reconcile_handler(body: kopf.Body, **_: Any) -> None:
-        _reconcile(kind, body)
+    @kopf.on.event(GROUP, VERSION, PLURALS[kind], id=f"reconcile-{PLURALS[kind]}")
+    def reconcile_handler(body: kopf.Body, type: str | None, **_: Any) -> None:
+        if type == "DELETED" or body.metadata.get("deletionTimestamp"):
+            return
+        RECONCILERS[kind](dict(body), get_settings())
 
 
-for _kind in KINDS:
+for _kind in RECONCILERS:
     _register(_kind)
 
 
 def _reconcile_owner(namespace: str, kind: str, name: str) -> None:
     owner = kube.get(kind, namespace, name)
     if owner is not None and not owner["metadata"].get("deletionTimestamp"):
-        KINDS[kind][1](owner, get_settings())
+        RECONCILERS[kind](owner, get_settings())
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={labels.COMPONENT: kopf.PRESENT})
 def job_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
-    """A run or a verification moved: reconcile its owner now, not at the next tick."""
-    if type is None:  # the initial listing: timers cover it
+    """A run or a verification moved: reconcile its owner now, not at the next resync."""
+    if type is None:  # the initial listing: the resync covers it
         return
     for ref in body.metadata.get("ownerReferences") or []:
         if ref.get("kind") in ("TrainingJob", "ModelVersion") and ref.get("controller"):
@@ -88,18 +85,5 @@ def job_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
 def deployment_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
     if type is None:
         return
-    _reconcile_owner(
-        body.metadata.namespace or "",
-        "InferenceService",
-        body.metadata.labels[labels.INFERENCE_SERVICE],
-    )
-
-
-@kopf.on.field(GROUP, VERSION, "modelversions", field="spec.stage")
-@kopf.on.field(GROUP, VERSION, "modelversions", field="status.verified")
-def version_changed(body: kopf.Body, **_: Any) -> None:
-    """A promotion or a verification changes what InferenceServices should serve."""
-    namespace, model = body.metadata.namespace or "", body.spec.get("model")
-    for isvc in kube.list_("InferenceService", namespace):
-        if isvc["spec"].get("model") == model:
-            inferenceservice.reconcile(isvc, get_settings())
+    owner = body.metadata.labels[labels.INFERENCE_SERVICE]
+    _reconcile_owner(body.metadata.namespace or "", "InferenceService", owner)

@@ -98,6 +98,26 @@ def get(kind: str, namespace: str, name: str) -> Manifest | None:
     return found
 
 
+def get_path(path: str) -> Manifest | None:
+    """GET any API path; None when it does not exist."""
+    try:
+        found: Manifest = _call("GET", path)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return found
+
+
+def list_all(kind: str) -> list[Manifest]:
+    """Every object of a kind in all namespaces."""
+    resource = RESOURCES[kind]
+    prefix = "/api" if "/" not in resource.api_version else "/apis"
+    result: Manifest = _call("GET", f"{prefix}/{resource.api_version}/{resource.plural}")
+    items: list[Manifest] = result.get("items", [])
+    return items
+
+
 def list_(kind: str, namespace: str, labels: dict[str, str] | None = None) -> list[Manifest]:
     query = []
     if labels:

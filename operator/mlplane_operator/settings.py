@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from mlplane_operator import __version__
 
-STORAGE_SCHEMES = ("pvc://", "s3://", "file://")
+STORAGE_SCHEMES = ("pvc://", "s3://")  # what a ModelVersion artifact.uri can record
 
 
 class OperatorSettings(BaseSettings):
@@ -54,6 +54,9 @@ class OperatorSettings(BaseSettings):
         default=False, description="Create ServiceMonitors when asked and the CRD exists."
     )
     run_history_limit: int = Field(default=10, ge=1, le=100)
+    resync_seconds: float = Field(
+        default=5.0, gt=0, description="How often every object is reconciled without an event."
+    )
     serving_port: int = Field(default=8080, ge=1, le=65535)
     monitor_port: int = Field(default=8081, ge=1, le=65535)
 

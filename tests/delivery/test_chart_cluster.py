@@ -84,6 +84,7 @@ def dry_run(manifests: list[Manifest]) -> str:
         "apply",
         "--server-side",
         "--dry-run=server",
+        "--force-conflicts",  # a real release may own the same shared objects
         "--field-manager=helm",
         "-f",
         "-",

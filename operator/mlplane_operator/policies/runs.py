@@ -76,13 +76,9 @@ def schedule_due(schedule: str, last: datetime, now: datetime) -> tuple[datetime
     Only the latest missed time is returned, so an operator that was down for a day
     starts one catch-up run, not one per missed slot.
     """
-    due = None
-    iterator = croniter(schedule, last)
-    fire: datetime = iterator.get_next(datetime)
-    while fire <= now:
-        due = fire
-        fire = iterator.get_next(datetime)
-    return due, fire
+    upcoming: datetime = croniter(schedule, now).get_next(datetime)
+    latest: datetime = croniter(schedule, upcoming).get_prev(datetime)  # the latest slot <= now
+    return (latest if latest > last else None), upcoming
 
 
 def invalid_schedule(schedule: str | None) -> str | None:

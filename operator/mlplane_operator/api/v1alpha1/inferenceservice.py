@@ -92,7 +92,9 @@ class Analysis(KubeModel):
     """Thresholds the canary must meet at every step; a breach aborts the rollout."""
 
     max_error_rate: Annotated[float, Field(ge=0, le=1)] | None = None
-    """The largest acceptable share of failed requests (5xx), 0 to 1."""
+    """The largest acceptable share of inference requests the canary answers with an
+    error (any non-2xx: a version that rejects requests the stable one accepts is broken
+    too), 0 to 1."""
     max_latency_p99_ms: Annotated[float, Field(gt=0)] | None = None
     """The largest acceptable 99th-percentile latency, in milliseconds."""
     min_requests: Annotated[int, Field(ge=0)] = 10
