@@ -346,12 +346,6 @@ def test_uninstall_leaves_only_crds_and_user_data(lifecycle: Lifecycle) -> None:
     assert "persistentvolumeclaim/mlplane-artifacts" in lifecycle.user_data_after_uninstall
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="operator: Kopf timers (@kopf.timer) force Kopf's finalizer onto every object "
-    "(nolar/kopf#1074); once the operator is uninstalled, nobody removes it, so user data "
-    "(ModelVersions) cannot be deleted, nor can its namespace",
-)
 def test_uninstall_leaves_no_finalizer_on_user_data(lifecycle: Lifecycle) -> None:
     assert lifecycle.finalizers_after_uninstall
     assert not any(lifecycle.finalizers_after_uninstall.values()), (
