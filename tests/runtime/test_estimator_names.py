@@ -25,5 +25,5 @@ def test_bare_and_dotted_names_resolve_to_the_same_class(name: str) -> None:
     "name", ["sklearn.tree.RandomForestClassifier", "os.system", "SVC2", "builtins.eval"]
 )
 def test_other_names_are_refused_with_the_allowlist(name: str) -> None:
-    with pytest.raises(UserError, match="allowed: .*RandomForestClassifier"):
+    with pytest.raises(UserError, match=r"allowed: .*RandomForestClassifier"):
         estimator_class(name)
