@@ -89,10 +89,18 @@ def enter_namespaces(spec: dict[str, object]) -> None:
         _check(_libc.sethostname(encoded, len(encoded)), "sethostname")
 
 
-def mount_volumes(mounts: list[dict[str, object]]) -> None:
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def mount_volumes(mounts: list[dict[str, object]], keep_visible: str = REPO) -> None:
+    """Bind each volume at its target. A volume may be mounted over a directory that holds
+    the repository (a checkout under /tmp, and an emptyDir at /tmp, say): the repository
+    holds the pod's programs (.venv) and the agent's own files, so it is bound back at its
+    place on top of such a volume, as a container image's files would stay visible."""
     # Resolve every source before mounting anything: a volume mounted at /tmp (a common
     # emptyDir) would otherwise hide a later source that lives under the host's /tmp.
     sources = [os.open(str(mount["source"]), os.O_PATH) for mount in mounts]
+    repo_fd, repo_stat = os.open(keep_visible, os.O_PATH), os.stat(keep_visible)
     for mount, fd in zip(mounts, sources, strict=True):
         source, target = f"/proc/self/fd/{fd}", str(mount["target"])
         if not os.path.lexists(target):
@@ -105,7 +113,15 @@ def mount_volumes(mounts: list[dict[str, object]]) -> None:
         _mount(source, target, MS_BIND | MS_REC)
         if mount.get("readOnly"):
             _mount(None, target, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-    for fd in sources:
+    try:
+        now = os.stat(keep_visible)
+        hidden = (now.st_dev, now.st_ino) != (repo_stat.st_dev, repo_stat.st_ino)
+    except FileNotFoundError:
+        hidden = True
+    if hidden:
+        os.makedirs(keep_visible, exist_ok=True)
+        _mount(f"/proc/self/fd/{repo_fd}", keep_visible, MS_BIND | MS_REC)
+    for fd in [*sources, repo_fd]:
         os.close(fd)
 
 

@@ -182,6 +182,31 @@ def test_init_containers_run_in_order_and_share_an_empty_dir(
         assert container_status(done, name)["state"]["terminated"]["reason"] == "Completed"
 
 
+def test_a_volume_over_the_checkout_does_not_hide_the_pods_programs(
+    core: client.CoreV1Api, namespace: str
+) -> None:
+    """An emptyDir at the directory holding this checkout (CI clones under /tmp, and pods
+    mount scratch space at /tmp) must not hide the .venv the pod's programs run from."""
+    parent = str(REPO.parent)
+    mount = [{"name": "scratch", "mountPath": parent}]
+    main = container(
+        "main",
+        f"open('{parent}/written', 'w').write('x'); "
+        "open('/dev/termination-log', 'w').write(str(len(__import__('os').listdir("
+        f"'{parent}'))))",
+        volumeMounts=mount,
+    )
+    core.create_namespaced_pod(
+        namespace,
+        pod("over", [main], restartPolicy="Never", volumes=[{"name": "scratch", "emptyDir": {}}]),
+    )
+    done = wait_phase(core, namespace, "over", {"Succeeded", "Failed"})
+    assert done["status"]["phase"] == "Succeeded", container_status(done, "main")
+    # The volume is what the pod sees there: its own file and the checkout's mount point.
+    assert termination_message(done, "main") == "2"
+    assert not (REPO.parent / "written").exists()
+
+
 def test_failing_liveness_probe_restarts_the_container(
     core: client.CoreV1Api, namespace: str
 ) -> None:

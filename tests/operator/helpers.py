@@ -134,3 +134,21 @@ def infer(pod_ip: str, model: str, rows: list[list[float]]) -> tuple[int, Manife
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"{}")
+
+
+def wait_serving(
+    api: client.ApiClient, namespace: str, isvc: str, version: int = 1, timeout: float = 180
+) -> Manifest:
+    """Wait until an InferenceService serves `version` and is Ready."""
+    return wait_for(
+        api,
+        namespace,
+        "inferenceservices",
+        isvc,
+        lambda i: (
+            (i.get("status") or {}).get("servingVersion") == version
+            and condition(i, "Ready").get("status") == "True"
+        ),
+        f"v{version} to be served",
+        timeout,
+    )

@@ -17,6 +17,7 @@ from tests.operator.helpers import (
     serving_pods,
     training_job,
     wait_for,
+    wait_serving,
 )
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
@@ -69,14 +70,7 @@ def test_a_training_job_registers_a_verified_version_with_lineage_that_gets_serv
     )
     assert [s["stage"] for s in mv["status"]["stageHistory"]][-1] == "Production"
 
-    isvc = wait_for(
-        kube_api,
-        ns,
-        "inferenceservices",
-        "iris",
-        lambda i: condition(i, "Ready").get("status") == "True",
-        "serving",
-    )
+    isvc = wait_serving(kube_api, ns, "iris")
     assert isvc["status"]["servingVersion"] == 1
     assert isvc["status"]["url"] == f"http://iris.{ns}.svc:8080"
     pods = serving_pods(kube_api, ns, "iris")
@@ -179,17 +173,7 @@ def test_auto_promote_archives_the_previous_production_and_serving_follows(
     ns = op_namespace
     policy = {"autoPromote": {"metric": "accuracy", "minimum": 0.5, "mustBeatProduction": False}}
     apply(ns, training_job("iris", "iris", registration=policy), inference_service("iris", "iris"))
-    wait_for(
-        kube_api,
-        ns,
-        "inferenceservices",
-        "iris",
-        lambda i: (
-            (i.get("status") or {}).get("servingVersion") == 1
-            and condition(i, "Ready").get("status") == "True"
-        ),
-        "v1 to be served",
-    )
+    wait_serving(kube_api, ns, "iris", 1)
 
     # A new spec (another seed) trains v2, which the policy promotes.
     apply(
@@ -279,14 +263,7 @@ def test_deleting_a_training_job_or_inference_service_collects_its_children(
         training_job("iris", "iris", registration={"stage": "Production"}),
         inference_service("iris", "iris"),
     )
-    wait_for(
-        kube_api,
-        ns,
-        "inferenceservices",
-        "iris",
-        lambda i: condition(i, "Ready").get("status") == "True",
-        "serving",
-    )
+    wait_serving(kube_api, ns, "iris")
     kubectl("delete", "-n", ns, "inferenceservice/iris", "trainingjob/iris", "--wait=true")
     apps, core, batch = (
         client.AppsV1Api(kube_api),
@@ -315,3 +292,28 @@ def test_deleting_a_training_job_or_inference_service_collects_its_children(
     )
     # The registry record is user data: it outlives the TrainingJob that made it.
     assert [mv["metadata"]["name"] for mv in model_versions(kube_api, ns, "iris")] == ["iris-v1"]
+
+
+def test_deleting_the_served_model_version_keeps_serving_and_says_why(
+    kube_api: client.ApiClient, op_namespace: str
+) -> None:
+    ns = op_namespace
+    apply(
+        ns,
+        training_job("iris", "iris", registration={"stage": "Production"}),
+        inference_service("iris", "iris"),
+    )
+    wait_serving(kube_api, ns, "iris")
+    kubectl("delete", "-n", ns, "modelversion/iris-v1", "--wait=true")
+    isvc = wait_for(
+        kube_api,
+        ns,
+        "inferenceservices",
+        "iris",
+        lambda i: condition(i, "TargetResolved").get("status") == "False",
+        "the missing target",
+    )
+    assert "no such ModelVersion" in condition(isvc, "TargetResolved")["message"]
+    assert isvc["status"]["servingVersion"] == 1
+    code, _ = infer(serving_pods(kube_api, ns, "iris")[0].status.pod_ip, "iris", [SETOSA])
+    assert code == 200  # no outage: the running version keeps answering

@@ -19,6 +19,7 @@ from tests.operator.helpers import (
     serving_pods,
     training_job,
     wait_for,
+    wait_serving,
 )
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
@@ -66,17 +67,7 @@ def test_a_canary_failing_its_analysis_rolls_back_and_stable_keeps_answering(
         training_job("good", "flowers", registration={"stage": "Production"}),
         inference_service("flowers", "flowers", rollout=canary),
     )
-    wait_for(
-        kube_api,
-        ns,
-        "inferenceservices",
-        "flowers",
-        lambda i: (
-            (i.get("status") or {}).get("servingVersion") == 1
-            and condition(i, "Ready").get("status") == "True"
-        ),
-        "v1 to be served",
-    )
+    wait_serving(kube_api, ns, "flowers", 1)
     traffic = Traffic(kube_api, ns, "flowers", [SETOSA])
     traffic.start()
     try:
@@ -142,14 +133,7 @@ def test_drift_in_live_requests_triggers_a_retraining_run(
         training_job("iris", "iris", registration={"stage": "Production"}),
         inference_service("iris", "iris", monitoring=monitoring),
     )
-    wait_for(
-        kube_api,
-        ns,
-        "inferenceservices",
-        "iris",
-        lambda i: condition(i, "Ready").get("status") == "True",
-        "v1 to be served",
-    )
+    wait_serving(kube_api, ns, "iris")
     pod_ip = serving_pods(kube_api, ns, "iris")[0].status.pod_ip
     # Requests from another population: every feature shifted far off the training data.
     shifted = [[value + 6.0 for value in SETOSA] for _ in range(20)]

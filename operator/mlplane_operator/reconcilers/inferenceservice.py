@@ -72,6 +72,12 @@ class _Reconcile:
             else isvc.spec.effective_replicas
         )
 
+        if target is not None:
+            self.observed.append(
+                conditions.Observed(
+                    "TargetResolved", "True", "Resolved", f"target is {target.name}"
+                )
+            )
         if target is None:
             self.blocked = waiting
             if self.serving is not None:
@@ -458,14 +464,12 @@ class _Reconcile:
             )
         elif self.rollout_phase == "Progressing":
             phase = "Progressing"
-            observed = conditions.progressing(
-                "RolloutInProgress", f"serving v{self.serving}; rolling out v{self.canary}"
-            )
+            # Still serving the stable version (Ready) while the new one rolls out.
+            message = f"serving v{self.serving}; rolling out v{self.canary}"
             observed = [
-                o
-                if o.type != "Ready"
-                else conditions.Observed("Ready", "True", "Serving", o.message)
-                for o in observed
+                conditions.Observed("Ready", "True", "Serving", message),
+                conditions.Observed("Reconciling", "True", "RolloutInProgress", message),
+                conditions.Observed("Stalled", "False", "RolloutInProgress", ""),
             ]
         else:
             phase = "Ready"

@@ -56,6 +56,7 @@ def _reconcile(body: Manifest, settings: OperatorSettings) -> None:
         history[run.name] = _record(tj, body, run, previous, settings)
 
     active = [run for run in observed if run.outcome == policy.RUNNING]
+    active_run = active[0].name if active else None
     suspend = tj.spec.run_policy.suspend
     for run in active:
         if run.suspended != suspend:
@@ -77,13 +78,12 @@ def _reconcile(body: Manifest, settings: OperatorSettings) -> None:
     if decision is not None:
         started = _start_run(tj, body, decision, observed, history, settings)
         history[started.name] = started
-        active = [policy.ObservedRun(started.name, 0, decision.trigger, 0, None,
-                                     policy.RUNNING, None, None, False, None)]  # fmt: skip
+        active_run = started.name
         if decision.schedule_time is not None:
             last_schedule = decision.schedule_time
 
     _write_status(
-        tj, body, list(history.values()), active, last_schedule, schedule_error, now, settings
+        tj, body, list(history.values()), active_run, last_schedule, schedule_error, now, settings
     )
 
 
@@ -244,7 +244,7 @@ def _write_status(
     tj: TrainingJob,
     body: Manifest,
     runs: list[TrainingRun],
-    active: list[policy.ObservedRun],
+    active_run: str | None,
     last_schedule: datetime,
     schedule_error: str | None,
     now: datetime,
@@ -259,9 +259,9 @@ def _write_status(
         phase, observed = "Failed", conditions.stalled("InvalidSchedule", schedule_error)
     elif tj.spec.run_policy.suspend:
         phase, observed = "Suspended", conditions.ready("Suspended", "the TrainingJob is suspended")
-    elif active:
+    elif active_run:
         phase = "Running"
-        observed = conditions.progressing("RunActive", f"run {active[0].name} is running")
+        observed = conditions.progressing("RunActive", f"run {active_run} is running")
     elif last is None:
         phase, observed = "Pending", conditions.progressing("Pending", "waiting for the first run")
     elif last.outcome.value == policy.FAILED:
@@ -274,7 +274,7 @@ def _write_status(
         "observedGeneration": generation,
         "phase": phase,
         "runs": [r.to_json() for r in runs],
-        "activeRun": active[0].name if active else None,
+        "activeRun": active_run,
         "lastVersion": registered[-1].version if registered else tj.status.last_version,
         "lastMetric": registered[-1].metric.to_json()
         if registered and registered[-1].metric
