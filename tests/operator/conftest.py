@@ -6,11 +6,15 @@ never competes with an operator installed by the chart tests.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +27,7 @@ from tests.kube import REPO, kubectl
 
 LOG_DIR = REPO / ".cluster" / "logs"
 GROUP, VERSION = "mlplane.io", "v1alpha1"
+PR_SET_PDEATHSIG = 1
 
 
 class OperatorProcess:
@@ -35,13 +40,14 @@ class OperatorProcess:
 
     def start(self) -> None:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self.health_port = _free_port()
         env = {
             **os.environ,
             "KUBECONFIG": self.kubeconfig,
             "MLPLANE_WATCH_NAMESPACES": "op-*",
             "MLPLANE_RUNTIME_IMAGE": "mlplane/runtime:dev",
-            "MLPLANE_METRICS_PORT": "18080",
-            "MLPLANE_HEALTH_PORT": "18081",
+            "MLPLANE_METRICS_PORT": str(_free_port()),
+            "MLPLANE_HEALTH_PORT": str(self.health_port),
         }
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
@@ -50,7 +56,25 @@ class OperatorProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509  (prctl only, before exec)
             )
+        self._wait_healthy()
+
+    def _wait_healthy(self, timeout: float = 60) -> None:
+        """Fail at once, with the log, when the operator does not come up."""
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{self.health_port}/healthz"
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                break
+            try:
+                with urllib.request.urlopen(url, timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        tail = self.log_path.read_text(errors="replace")[-3000:]
+        pytest.fail(f"the operator did not become healthy:\n{tail}", pytrace=False)
 
     def kill(self) -> None:
         """SIGKILL: no chance to finish anything, as when a node dies."""
@@ -65,6 +89,17 @@ class OperatorProcess:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """The operator ends with the test session, even one that is killed."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @pytest.fixture(scope="session")
