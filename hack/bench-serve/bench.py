@@ -35,6 +35,7 @@ from mlplane_runtime.trainer.train import RunIdentity, train
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mlplane/bench-serve"
 BIN = Path(sys.executable).parent
+HERE = Path(__file__).resolve().parent
 ROW = [5.1, 3.5, 1.4, 0.2]
 BODY = json.dumps({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": ROW}]})
 SPEC = {
@@ -232,6 +233,27 @@ def main() -> int:
     server = run_process(serve, ready, "mlplane")
     measure("mlplane", url, args.seconds, results)
     stop(server)
+    # The HTTP stack, measured: the same application behind uvicorn (uvloop + httptools).
+    print("the same app behind uvicorn (ASGI)", flush=True)
+    asgi_port = free_port()
+    asgi = run_process(
+        [
+            str(BIN / "python"),
+            str(HERE / "asgi_variant.py"),
+            str(run_dir),
+            result["artifact"]["sha256"],
+            str(asgi_port),
+        ],
+        f"http://127.0.0.1:{asgi_port}/v2/health/ready",
+        "uvicorn",
+    )
+    measure(
+        "uvicorn same app",
+        f"http://127.0.0.1:{asgi_port}/v2/models/iris/infer",
+        args.seconds,
+        results,
+    )
+    stop(asgi)
     print("mlplane-serve + monitor sidecar (sample rate 1.0)", flush=True)
     monitor = run_process(
         [
@@ -326,7 +348,7 @@ def report(results: dict[str, Any]) -> None:
     for name, row in results.items():
         print(f"{name:<28} {row['rps']:>10.0f} {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f}")
     ours = results.get("mlplane c=16")
-    for other in ("MLServer c=16", "KServe c=16"):
+    for other in ("uvicorn same app c=16", "MLServer c=16", "KServe c=16"):
         if ours and other in results:
             theirs = results[other]
             print(
