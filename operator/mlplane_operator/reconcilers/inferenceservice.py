@@ -18,7 +18,7 @@ from mlplane_operator import conditions, kube, labels, metrics
 from mlplane_operator.api.v1alpha1 import InferenceService, ModelVersion
 from mlplane_operator.builders import serving
 from mlplane_operator.policies import rollout
-from mlplane_operator.reconcilers.locks import object_lock
+from mlplane_operator.reconcilers.locks import object_lock, reconcile_latest
 from mlplane_operator.settings import OperatorSettings
 
 Manifest = dict[str, Any]
@@ -29,10 +29,9 @@ HTTP_TIMEOUT = 2.0
 def reconcile(body: Manifest, settings: OperatorSettings) -> None:
     metadata = body["metadata"]
     lock = object_lock("InferenceService", metadata["namespace"], metadata["name"])
-    with lock, metrics.reconcile_timer("InferenceService"):
-        fresh = kube.get("InferenceService", metadata["namespace"], metadata["name"])
-        if fresh is not None:  # a stale body would repeat what the last pass did
-            _Reconcile(fresh, settings).run()
+    reconcile_latest(
+        "InferenceService", body, lock, lambda latest: _Reconcile(latest, settings).run()
+    )
 
 
 class _Reconcile:

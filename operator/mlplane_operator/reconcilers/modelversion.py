@@ -18,7 +18,7 @@ from mlplane_operator.api.v1alpha1 import ModelVersion
 from mlplane_operator.builders.verification import build_verification_job, verification_job_name
 from mlplane_operator.policies import runs as job_policy
 from mlplane_operator.policies.promotion import evaluate_auto_promote
-from mlplane_operator.reconcilers.locks import object_lock
+from mlplane_operator.reconcilers.locks import object_lock, reconcile_latest
 from mlplane_operator.settings import OperatorSettings
 
 Manifest = dict[str, Any]
@@ -30,13 +30,8 @@ def reconcile(body: Manifest, settings: OperatorSettings) -> None:
     metadata = body["metadata"]
     # Stage changes touch every version of a model: one model at a time.
     model = (body.get("spec") or {}).get("model", metadata["name"])
-    with (
-        object_lock("model", metadata["namespace"], model),
-        metrics.reconcile_timer("ModelVersion"),
-    ):
-        fresh = kube.get("ModelVersion", metadata["namespace"], metadata["name"])
-        if fresh is not None:  # a stale body would repeat what the last pass did
-            _reconcile(fresh, settings)
+    lock = object_lock("model", metadata["namespace"], model)
+    reconcile_latest("ModelVersion", body, lock, lambda latest: _reconcile(latest, settings))
 
 
 def _reconcile(body: Manifest, settings: OperatorSettings) -> None:

@@ -19,7 +19,7 @@ from mlplane_operator.builders.registry import build_model_version
 from mlplane_operator.builders.training import Run, build_training_job, storage_uri
 from mlplane_operator.builders.workloads import build_storage_claim, claims_of
 from mlplane_operator.policies import runs as policy
-from mlplane_operator.reconcilers.locks import object_lock
+from mlplane_operator.reconcilers.locks import object_lock, reconcile_latest
 from mlplane_operator.settings import OperatorSettings
 
 Manifest = dict[str, Any]
@@ -31,10 +31,7 @@ MAX_REGISTRATION_ATTEMPTS = 20
 def reconcile(body: Manifest, settings: OperatorSettings) -> None:
     metadata = body["metadata"]
     lock = object_lock("TrainingJob", metadata["namespace"], metadata["name"])
-    with lock, metrics.reconcile_timer("TrainingJob"):
-        fresh = kube.get("TrainingJob", metadata["namespace"], metadata["name"])
-        if fresh is not None:  # a stale body would repeat work the last pass did
-            _reconcile(fresh, settings)
+    reconcile_latest("TrainingJob", body, lock, lambda latest: _reconcile(latest, settings))
 
 
 def _reconcile(body: Manifest, settings: OperatorSettings) -> None:
