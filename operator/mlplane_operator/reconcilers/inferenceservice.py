@@ -51,6 +51,7 @@ class _Reconcile:
         self.history: list[Manifest] = [r.to_json() for r in status.rollout_history]
         self.observed: list[conditions.Observed] = []
         self.blocked: str | None = None
+        self.versions: list[ModelVersion] = []  # the model's versions, read once per pass
 
     # --- the pass ----------------------------------------------------------------------
 
@@ -110,7 +111,7 @@ class _Reconcile:
 
     def _resolve_target(self) -> tuple[ModelVersion | None, str]:
         spec = self.isvc.spec
-        candidates = [
+        candidates = self.versions = [
             ModelVersion.from_body(mv)
             for mv in kube.list_("ModelVersion", self.isvc.namespace)
             if mv["spec"].get("model") == spec.model
@@ -374,13 +375,8 @@ class _Reconcile:
         return texts
 
     def _model_version(self, version: int) -> ModelVersion | None:
-        for mv in kube.list_("ModelVersion", self.isvc.namespace):
-            if (
-                mv["spec"].get("model") == self.isvc.spec.model
-                and mv["spec"].get("version") == version
-            ):
-                return ModelVersion.from_body(mv)
-        return None
+        """The model's ModelVersion `version`, from the list this pass already read."""
+        return next((mv for mv in self.versions if mv.spec.version == version), None)
 
     def _remove_others(self, keep: set[int | None], deployments: dict[int, Manifest]) -> None:
         for version, deployment in deployments.items():
