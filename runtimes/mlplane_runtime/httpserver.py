@@ -27,6 +27,10 @@ MAX_HEADER_BYTES = 64 * 1024
 JSON = b"application/json"
 
 
+# Where a JSON header ends and binary tensors begin (Open Inference Protocol binary extension).
+HEADER_LENGTH = "inference-header-content-length"
+
+
 @dataclass(slots=True)
 class Request:
     method: str

@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_iris
 
+from mlplane_runtime.httpserver import HEADER_LENGTH, Request
+from mlplane_runtime.monitor.app import MonitorApp
 from mlplane_runtime.monitor.drift import DriftDetector
-from mlplane_runtime.server.sampler import Sampler
+from mlplane_runtime.server.sampler import Sampler, encode_samples
 from tests.runtime.conftest import (
     BIN,
     TrainedModel,
@@ -168,8 +170,8 @@ def test_sampling_never_blocks_when_the_queue_is_full() -> None:
     for _ in range(5):
         sampler.offer(rows, np.zeros(3))
     assert time.perf_counter() - started < 0.05
-    assert sampler.pending() == 2
-    assert sampler.dropped == 9  # three batches of three rows
+    assert sampler.pending() == 2  # two requests of three rows fit
+    assert sampler.dropped == 9  # the other three are dropped and counted
 
 
 def test_sampling_never_blocks_when_the_monitor_hangs() -> None:
@@ -197,3 +199,77 @@ def test_sample_rate_zero_sends_nothing() -> None:
     sampler = Sampler("http://127.0.0.1:9", rate=0.0)
     sampler.offer(np.zeros((1, 4)), None)
     assert sampler.pending() == 0
+
+
+def monitor_app(profile: dict[str, Any]) -> MonitorApp:
+    return MonitorApp(DriftDetector(profile, min_samples=10, window=100))
+
+
+def post_samples(app: MonitorApp, body: bytes, header_length: int | None) -> tuple[int, Any]:
+    headers = {} if header_length is None else {HEADER_LENGTH: str(header_length)}
+    response = app(Request("POST", "/samples", "", headers, body))
+    return response.status, json.loads(response.body)
+
+
+def test_binary_samples_round_trip_into_the_window(profile: dict[str, Any]) -> None:
+    app = monitor_app(profile)
+    rows = window_from_training(4, 150)  # FP64 in, FP32 on the wire; the window keeps 100
+    labels = np.array(["setosa", "versicolor"] * 75, dtype=object)
+    body, header_length = encode_samples(rows, labels)
+    assert post_samples(app, body, header_length) == (200, {"accepted": 150})
+    summary = app.detector.summary()
+    assert (summary["samples"], summary["received"]) == (100, 150)
+    assert app.detector._rows[:100].tolist() == rows[50:].astype(np.float32).tolist()
+
+
+@pytest.mark.parametrize(
+    ("body", "header_length", "message"),
+    [
+        (b'{"shape": [1, 4]}' + b"\0" * 16, "x", "is not a length"),
+        (b'{"shape": [1, 4]}', 999, "is not a length within the body"),
+        (b'{"shape": [1, 4]}' + b"\0" * 15, 17, "15 bytes of rows do not match shape [1, 4]"),
+        (b'{"shape": [4]}' + b"\0" * 16, 14, '"shape": [rows, features]'),
+        (b'{"shape": [1, true]}' + b"\0" * 4, 20, '"shape": [rows, features]'),
+        (b'{"shape": [1, 3]}' + b"\0" * 12, 17, "4 features"),
+        (b'{"shape": [2, 4], "predictions": [1]}' + b"\0" * 32, 37, "one entry per row"),
+        (b"[1, 2]" + b"\0" * 16, 6, '"shape": [rows, features]'),
+        (b"{not json" + b"\0" * 16, 9, "not valid JSON"),
+    ],
+)
+def test_malformed_binary_samples_are_refused_with_the_reason(
+    profile: dict[str, Any], body: bytes, header_length: Any, message: str
+) -> None:
+    app = monitor_app(profile)
+    headers = {HEADER_LENGTH: str(header_length)}
+    response = app(Request("POST", "/samples", "", headers, body))
+    assert response.status == 400
+    assert message in json.loads(response.body)["error"]
+    assert app.detector.summary()["received"] == 0
+
+
+def test_sampling_rate_falls_to_the_per_second_limit_under_load_and_recovers() -> None:
+    sampler = Sampler("http://127.0.0.1:9", max_per_second=100, max_pending=100_000)
+    row = np.zeros((1, 4), np.float32)
+    sampler._last_flush -= 1.0  # as if one interval of a second had passed
+    for _ in range(1000):  # 1,000 rows/s offered at rate 1
+        sampler.offer(row, None)
+    sampler.flush()  # nothing listens on port 9: the batch is dropped as send_failed
+    assert sampler.effective_rate == pytest.approx(0.1, rel=0.05)
+    assert sampler.dropped == 1000
+    for _ in range(10_000):
+        sampler.offer(row, None)
+    kept = sampler.pending()
+    assert 800 < kept < 1200  # about 100 rows/s of 10,000 offered at rate 0.1
+    sampler._last_flush -= 1.0
+    sampler.flush()
+    sampler._last_flush -= 1.0
+    sampler.flush()  # an idle interval: back to the ceiling
+    assert sampler.effective_rate == 1.0
+
+
+def test_sampler_never_raises_on_rows_of_another_shape() -> None:
+    sampler = Sampler("http://127.0.0.1:9")
+    sampler.offer(np.zeros((1, 4), np.float32), np.zeros(1))
+    sampler.offer(np.zeros((1, 3), np.float32), np.zeros(1))
+    sampler.flush()
+    assert sampler.dropped == 2  # counted as unfit, and the sampler keeps going

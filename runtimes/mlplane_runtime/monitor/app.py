@@ -1,12 +1,16 @@
 """The monitor's HTTP endpoints and Prometheus metrics.
 
-POST /samples   {"inputs": [[...], ...], "predictions": [...]}   from the server
+POST /samples   from the server: a JSON header {"shape": [n, features], "predictions": [...]}
+                then n rows of little-endian FP32, its length in Inference-Header-Content-Length;
+                or all JSON, {"inputs": [[...], ...], "predictions": [...]} (for people and tests)
 GET  /drift     the JSON verdict (the operator polls it)
 GET  /metrics   Prometheus
 GET  /healthz
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from prometheus_client import (
@@ -18,6 +22,7 @@ from prometheus_client import (
 )
 
 from mlplane_runtime.httpserver import (
+    HEADER_LENGTH,
     Request,
     RequestError,
     Response,
@@ -67,7 +72,7 @@ class MonitorApp:
     def _route(self, request: Request) -> Response:
         path, method = request.path, request.method
         if path == "/samples" and method == "POST":
-            return self._samples(request.body)
+            return self._samples(request)
         if path == "/drift" and method == "GET":
             return json_response(200, self.detector.summary())
         if path == "/metrics" and method == "GET":
@@ -77,20 +82,15 @@ class MonitorApp:
             return json_response(200, {"ok": True})
         raise RequestError(f"no route for {method} {path}", 404)
 
-    def _samples(self, body: bytes) -> Response:
-        document = parse_json(body)
-        if not isinstance(document, dict) or not isinstance(document.get("inputs"), list):
-            REJECTED.inc()
-            raise RequestError('expected {"inputs": [[...], ...], "predictions": [...]}')
+    def _samples(self, request: Request) -> Response:
         try:
-            rows = np.asarray(document["inputs"], dtype=np.float64)
-            predictions = document.get("predictions")
+            rows, predictions = _decode_samples(request)
             if predictions is not None and (
                 not isinstance(predictions, list) or len(predictions) != len(rows)
             ):
                 raise ValueError("'predictions' must be a list with one entry per row")
             self.detector.add(rows, predictions)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, RequestError) as exc:
             REJECTED.inc()
             raise RequestError(f"bad samples: {exc}") from exc
         SAMPLES.inc(len(rows))
@@ -107,3 +107,30 @@ class MonitorApp:
             for label, share in prediction["proportions"].items():
                 PREDICTIONS.labels(label).set(share)
             PREDICTION_DRIFT.set(prediction["psi"])
+
+
+def _decode_samples(request: Request) -> tuple[np.ndarray[Any, Any], Any]:
+    """The rows (2-D) and predictions (a list, or None) of a `/samples` body."""
+    length = request.headers.get(HEADER_LENGTH)
+    if length is None:
+        document = parse_json(request.body)
+        if not isinstance(document, dict) or not isinstance(document.get("inputs"), list):
+            raise RequestError('expected {"inputs": [[...], ...], "predictions": [...]}')
+        return np.asarray(document["inputs"], dtype=np.float64), document.get("predictions")
+    if not length.isdigit() or int(length) > len(request.body):
+        raise RequestError(f"{HEADER_LENGTH} {length!r} is not a length within the body")
+    view = memoryview(request.body)
+    header = parse_json(view[: int(length)])
+    shape = header.get("shape") if isinstance(header, dict) else None
+    if (
+        not isinstance(shape, list)
+        or len(shape) != 2
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+    ):
+        raise RequestError('the header must hold "shape": [rows, features]')
+    data = view[int(length) :]
+    if len(data) != shape[0] * shape[1] * 4:
+        raise RequestError(
+            f"{len(data)} bytes of rows do not match shape {shape} of FP32 (4 bytes each)"
+        )
+    return np.frombuffer(data, dtype="<f4").reshape(shape), header.get("predictions")

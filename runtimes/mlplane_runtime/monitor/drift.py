@@ -84,6 +84,7 @@ class DriftDetector:
             raise ValueError(
                 f"rows must have {self.n_features} features, got shape {list(rows.shape)}"
             )
+        received = rows.shape[0]
         rows = rows[-self.window :]
         with self._lock:
             count = rows.shape[0]
@@ -97,8 +98,8 @@ class DriftDetector:
             self._next = end % self.window
             self._filled = min(self.window, self._filled + count)
             if predictions is not None and self.prediction_labels:
-                self._predictions.extend(str(p) for p in predictions)
-            self.received += count
+                self._predictions.extend(str(p) for p in predictions[-self.window :])
+            self.received += received
             self._cached = None
 
     def summary(self) -> dict[str, Any]:

@@ -3,7 +3,11 @@
 Every flag has an environment variable (``MLPLANE_MODEL_URI``, ``MLPLANE_MODEL_NAME``,
 ``MLPLANE_MODEL_VERSION``, ``MLPLANE_MODEL_SHA256``, ``MLPLANE_HOST``, ``MLPLANE_PORT``,
 ``MLPLANE_THREADS``, ``MLPLANE_MAX_BODY_BYTES``, ``MLPLANE_MONITOR_URL``,
-``MLPLANE_SAMPLE_RATE``, ``MLPLANE_GRACE_SECONDS``).
+``MLPLANE_SAMPLE_RATE``, ``MLPLANE_MAX_SAMPLES_PER_SECOND``, ``MLPLANE_GRACE_SECONDS``).
+
+With ``--monitor-url``, rows are sampled for the drift monitor at ``--sample-rate`` (a
+ceiling, default 1) and at most about ``--max-samples-per-second`` rows per second
+(default 200; 0 lifts the limit), so monitoring costs a busy server almost nothing.
 
 The server listens at once (live), loads and verifies the artifact, and only then reports
 ready. Exit codes: 0 after a graceful shutdown (SIGTERM), 2 bad arguments or an
@@ -57,6 +61,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--sample-rate", type=float, default=float(env_default("MLPLANE_SAMPLE_RATE", "1.0"))
     )
     p.add_argument(
+        "--max-samples-per-second",
+        type=float,
+        default=float(env_default("MLPLANE_MAX_SAMPLES_PER_SECOND", "200")),
+    )
+    p.add_argument(
         "--grace-seconds", type=float, default=float(env_default("MLPLANE_GRACE_SECONDS", "25"))
     )
     args: argparse.Namespace = p.parse_args(argv)
@@ -64,6 +73,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("--model-uri and --model-name are required (or MLPLANE_MODEL_URI/_NAME)")
     if args.threads < 1 or args.max_body_bytes < 1024 or not 0 <= args.sample_rate <= 1:
         p.error("--threads >= 1, --max-body-bytes >= 1024 and 0 <= --sample-rate <= 1")
+    if args.max_samples_per_second < 0:
+        p.error("--max-samples-per-second must be >= 0 (0: no limit)")
     return args
 
 
@@ -71,7 +82,15 @@ async def serve(args: argparse.Namespace) -> int:
     model = OnnxModel(
         args.model_name, args.model_version, args.model_uri, args.sha256, args.threads
     )
-    sampler = Sampler(args.monitor_url, rate=args.sample_rate) if args.monitor_url else None
+    sampler = (
+        Sampler(
+            args.monitor_url,
+            rate=args.sample_rate,
+            max_per_second=args.max_samples_per_second,
+        )
+        if args.monitor_url
+        else None
+    )
     plane = DataPlane(model, sampler)
     server = HttpServer(RestApp(plane), args.max_body_bytes)
     port = await server.start(args.host, args.port)

@@ -34,7 +34,13 @@ SAMPLES_SENT = Counter(
 )
 SAMPLES_DROPPED = Counter(
     "mlplane_samples_dropped",
-    "Sampled rows dropped instead of delaying a request (queue full, or sending failed).",
+    "Sampled rows dropped instead of delaying a request (queue_full, send_failed, unfit).",
     ["reason"],
+    registry=REGISTRY,
+)
+SAMPLE_RATE = Gauge(
+    "mlplane_sample_rate",
+    "The share of predicted rows sampled for the monitor (lowered under load by the "
+    "samples-per-second limit).",
     registry=REGISTRY,
 )

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mlplane_runtime.httpserver import (
+    HEADER_LENGTH,
     Request,
     RequestError,
     Response,
@@ -28,8 +29,6 @@ from mlplane_runtime.httpserver import (
 from mlplane_runtime.server import metrics
 from mlplane_runtime.server.codec import decode_v1, decode_v2, encode_v2
 from mlplane_runtime.server.dataplane import DataPlane
-
-HEADER_LENGTH = "inference-header-content-length"
 
 
 class RestApp:
