@@ -172,7 +172,14 @@ def full_inferenceservice() -> Manifest:
                 "autoRollback": False,
             },
             "monitoring": {
-                "drift": {"enabled": True, "method": "ks", "threshold": 0.3, "minSamples": 10},
+                "drift": {
+                    "enabled": True,
+                    "method": "ks",
+                    "threshold": 0.3,
+                    "minSamples": 10,
+                    "sampleRate": 0.5,
+                    "maxSamplesPerSecond": 50,
+                },
                 "retrain": {"trainingJob": "housing", "cooldownSeconds": 0},
                 "serviceMonitor": True,
             },
@@ -442,6 +449,16 @@ _INVALID: dict[str, tuple[Manifest, str]] = {
     ),
     "isvc-drift-min-samples-zero": _isvc(
         "spec.monitoring.drift.minSamples", ("spec.monitoring", {"drift": {"minSamples": 0}})
+    ),
+    "isvc-drift-sample-rate-zero": _isvc(
+        "spec.monitoring.drift.sampleRate", ("spec.monitoring", {"drift": {"sampleRate": 0}})
+    ),
+    "isvc-drift-sample-rate-above-1": _isvc(
+        "spec.monitoring.drift.sampleRate", ("spec.monitoring", {"drift": {"sampleRate": 1.5}})
+    ),
+    "isvc-drift-max-samples-negative": _isvc(
+        "spec.monitoring.drift.maxSamplesPerSecond",
+        ("spec.monitoring", {"drift": {"maxSamplesPerSecond": -1}}),
     ),
     "isvc-retrain-without-drift": _isvc(
         "spec.monitoring.retrain", ("spec.monitoring", {"retrain": {"trainingJob": "iris"}})

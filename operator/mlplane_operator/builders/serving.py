@@ -45,7 +45,8 @@ def build_deployment(
     version = mv.spec.version
     pod_labels = {**selector(isvc), labels.MODEL: spec.model, labels.VERSION: str(version)}
     baseline = mv.spec.baseline
-    monitored = drift_enabled(isvc) and baseline is not None
+    drift = spec.monitoring.drift if spec.monitoring and drift_enabled(isvc) else None
+    monitored = drift is not None and baseline is not None
     uris = [artifact.uri, baseline.uri if monitored and baseline else None]
     volumes, mounts = storage_volumes(claims_of(*uris), read_only=True)
     uses_s3 = any((uri or "").startswith("s3://") for uri in uris)
@@ -61,8 +62,12 @@ def build_deployment(
         f"--port={settings.serving_port}",
         f"--threads={spec.threads or 1}",
     ]
-    if monitored:
-        args += [f"--monitor-url=http://127.0.0.1:{settings.monitor_port}"]
+    if monitored and drift is not None:
+        args += [
+            f"--monitor-url=http://127.0.0.1:{settings.monitor_port}",
+            f"--sample-rate={drift.sample_rate}",
+            f"--max-samples-per-second={drift.max_samples_per_second}",
+        ]
     server: Manifest = {
         "name": "server",
         "image": image,
@@ -81,8 +86,7 @@ def build_deployment(
     if spec.resources:
         server["resources"] = spec.resources.to_json()
     containers = [server]
-    if monitored and baseline is not None and spec.monitoring and spec.monitoring.drift:
-        drift = spec.monitoring.drift
+    if monitored and drift is not None and baseline is not None:
         monitor: Manifest = {
             "name": "monitor",
             "image": image,

@@ -81,6 +81,14 @@ def test_server_arguments_parse_with_mlplane_serve() -> None:
     assert parsed.port == 8080
     assert parsed.threads == 4
     assert parsed.monitor_url == "http://127.0.0.1:8081"
+    assert (parsed.sample_rate, parsed.max_samples_per_second) == (1.0, 200)  # API defaults
+
+
+def test_sampling_limits_reach_the_server() -> None:
+    drift = {"drift": {**DRIFT["drift"], "sampleRate": 0.25, "maxSamplesPerSecond": 0}}
+    isvc = inferenceservice_body(monitoring=drift)
+    parsed = parse_server_args(containers(deployment(isvc))["server"]["args"])
+    assert (parsed.sample_rate, parsed.max_samples_per_second) == (0.25, 0)
 
 
 def test_monitor_arguments_parse_with_mlplane_monitor() -> None:

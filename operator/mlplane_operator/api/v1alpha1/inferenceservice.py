@@ -170,6 +170,13 @@ class Drift(KubeModel):
     threshold; with ks, at most 1)."""
     min_samples: Annotated[int, Field(ge=1)] = 100
     """Requests needed before drift is judged."""
+    sample_rate: Annotated[float, Field(gt=0, le=1)] = 1.0
+    """The share of requests the server hands to the monitor (0 < x <= 1): a ceiling,
+    lowered under load by maxSamplesPerSecond."""
+    max_samples_per_second: Annotated[int, Field(ge=0)] = 200
+    """About how many rows per second each replica samples at most, however busy it is
+    (0: no limit). Keeps the monitor's cost near zero at saturation; the drift window
+    then spans seconds of traffic instead of milliseconds."""
 
 
 class Retrain(KubeModel):
