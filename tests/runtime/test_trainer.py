@@ -16,8 +16,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression, Ridge
 
 from mlplane_runtime.errors import UserError
+from mlplane_runtime.trainer import train as training
+from mlplane_runtime.trainer.convert import check_parity, to_onnx
 from mlplane_runtime.trainer.estimators import ALLOWED
 from mlplane_runtime.trainer.spec import parse_spec
 from tests.runtime.conftest import BIN, TrainedModel, train_model
@@ -297,3 +300,44 @@ def test_verify_accepts_the_artifact_and_refuses_a_tampered_one(
     )
     assert code == 2
     assert "declared shape [-1, 5]" in result["error"]
+
+
+def _iris_rows() -> tuple[np.ndarray, np.ndarray]:
+    data = load_iris()
+    return data.data.astype(np.float32), data.target
+
+
+def test_parity_check_refuses_an_onnx_model_that_disagrees_on_labels() -> None:
+    x, y = _iris_rows()
+    fitted = LogisticRegression(max_iter=500).fit(x, y)
+    other = LogisticRegression(max_iter=500).fit(x, (y + 1) % 3)  # every label rotated
+    assert check_parity(to_onnx(fitted, 4, True), fitted, x, True)["labelMismatches"] == 0
+    with pytest.raises(UserError, match=r"disagree on \d+ of 150 hold-out labels"):
+        check_parity(to_onnx(other, 4, True), fitted, x, True)
+
+
+def test_parity_check_refuses_a_regressor_off_by_more_than_the_tolerance() -> None:
+    x, y = _iris_rows()
+    fitted = Ridge().fit(x, y.astype(float))
+    scaled = Ridge().fit(x, y * 1.01)  # 1 % off: far beyond float32-versus-float64 noise
+    assert check_parity(to_onnx(fitted, 4, False), fitted, x, False)["maxAbsError"] < 1e-4
+    with pytest.raises(UserError, match="differ by up to"):
+        check_parity(to_onnx(scaled, 4, False), fitted, x, False)
+
+
+def test_a_parity_failure_fails_the_run_before_anything_is_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x, y = _iris_rows()
+    wrong = to_onnx(LogisticRegression(max_iter=500).fit(x, (y + 1) % 3), 4, True)
+    monkeypatch.setattr(training, "to_onnx", lambda *_: wrong)  # a converter bug, simulated
+    spec = parse_spec(
+        {
+            "model": "iris",
+            "dataset": {"builtin": "iris"},
+            "estimator": {"class": "LogisticRegression", "params": {"max_iter": 500}},
+        }
+    )
+    with pytest.raises(UserError, match="parity check failed"):
+        training.train(spec, training.RunIdentity("iris", "run-1", str(tmp_path)))
+    assert list(tmp_path.rglob("*")) == []  # no artifact, not even a partial one
