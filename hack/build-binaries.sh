@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Build the local control plane from the Go module proxy: kube-apiserver,
 # kube-controller-manager, kube-scheduler and kubectl from k8s.io/kubernetes, etcd from
-# go.etcd.io/etcd/server/v3, and helm. Binaries are cached under the user's cache
+# go.etcd.io/etcd/server/v3, helm, and gofakes3 (an S3-compatible server the tests
+# use as the object store, as MinIO would be in a cluster). Binaries are cached under the user's cache
 # directory keyed by version, so a second run does nothing.
 #
 #   hack/build-binaries.sh          # build what is missing, print the bin directory
 #
-# Overridable: KUBE_VERSION, ETCD_VERSION, HELM_VERSION, MLPLANE_CACHE_DIR.
+# Overridable: KUBE_VERSION, ETCD_VERSION, HELM_VERSION, GOFAKES3_VERSION, MLPLANE_CACHE_DIR.
 set -euo pipefail
 
 source "$(dirname "$0")/versions.sh"
@@ -112,8 +113,27 @@ EOF
   mv "$bin_dir/helm.tmp" "$bin_dir/helm"
 }
 
+build_gofakes3() {
+  local bin_dir="$MLPLANE_CACHE_DIR/gofakes3-$GOFAKES3_VERSION"
+  mkdir -p "$bin_dir"
+  link_into_bin_dir gofakes3
+  have_all gofakes3 && return 0
+  local dir="$work_dir/gofakes3-$GOFAKES3_VERSION" main=github.com/johannesboyne/gofakes3/cmd/gofakes3
+  mkdir -p "$dir"
+  log "building gofakes3 $GOFAKES3_VERSION"
+  cat >"$dir/go.mod" <<EOF
+module mlplane.io/hack/gofakes3
+
+go $(go env GOVERSION | sed -E 's/^go([0-9]+\.[0-9]+).*/\1/')
+EOF
+  (cd "$dir" && go get -tool "$main@$GOFAKES3_VERSION" &&
+    go build "${build_flags[@]}" -ldflags "-s -w" -o "$bin_dir/gofakes3.tmp" "$main")
+  mv "$bin_dir/gofakes3.tmp" "$bin_dir/gofakes3"
+}
+
 start=$(date +%s)
 build_etcd
 build_kubernetes
 build_helm
+build_gofakes3
 log "binaries ready in $MLPLANE_BIN_DIR ($(($(date +%s) - start))s)"
