@@ -92,6 +92,13 @@ def train(env: dict[str, str], spec: dict[str, Any], run: str, log: Path) -> tup
     return proc.returncode, json.loads(log.read_text())
 
 
+def serve(uri: str, sha256: str, port: int) -> list[str]:
+    return [
+        *(str(BIN / "mlplane-serve"), "--model-uri", uri, "--model-name", "iris"),
+        *("--sha256", sha256, "--host", "127.0.0.1", "--port", str(port)),
+    ]
+
+
 @pytest.fixture(scope="module")
 def published(s3_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A run trained from a csv in the bucket and published to the bucket."""
@@ -130,19 +137,7 @@ def test_server_loads_verifies_and_serves_an_artifact_from_s3(
 ) -> None:
     port = free_port()
     server = start(
-        [
-            str(BIN / "mlplane-serve"),
-            "--model-uri",
-            published["artifact"]["uri"],
-            "--model-name",
-            "iris",
-            "--sha256",
-            published["artifact"]["sha256"],
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        serve(published["artifact"]["uri"], published["artifact"]["sha256"], port),
         tmp_path / "server.log",
         "/v2/health/ready",
         port,
@@ -164,19 +159,7 @@ def test_server_refuses_a_tampered_artifact_in_s3(
     client.put_object(Bucket=BUCKET, Key="tampered/model.onnx", Body=original + b"\0")
     port = free_port()
     server = start(
-        [
-            str(BIN / "mlplane-serve"),
-            "--model-uri",
-            f"s3://{BUCKET}/tampered/model.onnx",
-            "--model-name",
-            "iris",
-            "--sha256",
-            published["artifact"]["sha256"],
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        serve(f"s3://{BUCKET}/tampered/model.onnx", published["artifact"]["sha256"], port),
         tmp_path / "server.log",
         None,
         port,
