@@ -76,64 +76,30 @@ build_kubernetes() {
   done
 }
 
-build_etcd() {
-  local bin_dir="$MLPLANE_CACHE_DIR/etcd-$ETCD_VERSION"
-  mkdir -p "$bin_dir"
-  link_into_bin_dir etcd
-  have_all etcd && return 0
-  local dir="$work_dir/etcd-$ETCD_VERSION"
-  mkdir -p "$dir"
-  log "building etcd $ETCD_VERSION"
+# One binary from one Go main package, through a wrapper module that requires it:
+#   build_single NAME VERSION MAIN_PACKAGE [EXTRA_LDFLAGS]
+build_single() {
+  local name=$1 version=$2 main=$3 ldflags="-s -w${4:+ $4}"
+  local bin_dir="$MLPLANE_CACHE_DIR/$name-$version" dir="$work_dir/$name-$version"
+  mkdir -p "$bin_dir" "$dir"
+  link_into_bin_dir "$name"
+  have_all "$name" && return 0
+  log "building $name $version"
   cat >"$dir/go.mod" <<EOF
-module mlplane.io/hack/etcd
+module mlplane.io/hack/$name
 
 go $(go env GOVERSION | sed -E 's/^go([0-9]+\.[0-9]+).*/\1/')
 EOF
-  (cd "$dir" && go get -tool "go.etcd.io/etcd/server/v3@$ETCD_VERSION" &&
-    go build "${build_flags[@]}" -ldflags "-s -w" -o "$bin_dir/etcd.tmp" go.etcd.io/etcd/server/v3)
-  mv "$bin_dir/etcd.tmp" "$bin_dir/etcd"
+  (cd "$dir" && go get -tool "$main@$version" &&
+    go build "${build_flags[@]}" -ldflags "$ldflags" -o "$bin_dir/$name.tmp" "$main")
+  mv "$bin_dir/$name.tmp" "$bin_dir/$name"
 }
 
-build_helm() {
-  local bin_dir="$MLPLANE_CACHE_DIR/helm-$HELM_VERSION"
-  mkdir -p "$bin_dir"
-  link_into_bin_dir helm
-  have_all helm && return 0
-  local dir="$work_dir/helm-$HELM_VERSION" major="${HELM_VERSION%%.*}"
-  mkdir -p "$dir"
-  log "building helm $HELM_VERSION"
-  cat >"$dir/go.mod" <<EOF
-module mlplane.io/hack/helm
-
-go $(go env GOVERSION | sed -E 's/^go([0-9]+\.[0-9]+).*/\1/')
-EOF
-  local stamp="-X helm.sh/helm/$major/internal/version.version=$HELM_VERSION"
-  (cd "$dir" && go get -tool "helm.sh/helm/$major/cmd/helm@$HELM_VERSION" &&
-    go build "${build_flags[@]}" -ldflags "-s -w $stamp" -o "$bin_dir/helm.tmp" "helm.sh/helm/$major/cmd/helm")
-  mv "$bin_dir/helm.tmp" "$bin_dir/helm"
-}
-
-build_gofakes3() {
-  local bin_dir="$MLPLANE_CACHE_DIR/gofakes3-$GOFAKES3_VERSION"
-  mkdir -p "$bin_dir"
-  link_into_bin_dir gofakes3
-  have_all gofakes3 && return 0
-  local dir="$work_dir/gofakes3-$GOFAKES3_VERSION" main=github.com/johannesboyne/gofakes3/cmd/gofakes3
-  mkdir -p "$dir"
-  log "building gofakes3 $GOFAKES3_VERSION"
-  cat >"$dir/go.mod" <<EOF
-module mlplane.io/hack/gofakes3
-
-go $(go env GOVERSION | sed -E 's/^go([0-9]+\.[0-9]+).*/\1/')
-EOF
-  (cd "$dir" && go get -tool "$main@$GOFAKES3_VERSION" &&
-    go build "${build_flags[@]}" -ldflags "-s -w" -o "$bin_dir/gofakes3.tmp" "$main")
-  mv "$bin_dir/gofakes3.tmp" "$bin_dir/gofakes3"
-}
-
+helm_major="${HELM_VERSION%%.*}"
 start=$(date +%s)
-build_etcd
+build_single etcd "$ETCD_VERSION" go.etcd.io/etcd/server/v3
 build_kubernetes
-build_helm
-build_gofakes3
+build_single helm "$HELM_VERSION" "helm.sh/helm/$helm_major/cmd/helm" \
+  "-X helm.sh/helm/$helm_major/internal/version.version=$HELM_VERSION"
+build_single gofakes3 "$GOFAKES3_VERSION" github.com/johannesboyne/gofakes3/cmd/gofakes3
 log "binaries ready in $MLPLANE_BIN_DIR ($(($(date +%s) - start))s)"
