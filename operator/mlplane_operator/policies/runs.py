@@ -93,21 +93,21 @@ def decide_run(
     runs: list[ObservedRun],
     history_generations: set[int],
     retrain_request: str | None,
-    answered_requests: set[str],
     schedule: str | None,
     last_schedule: datetime,
     now: datetime,
     suspended: bool,
 ) -> RunDecision | None:
     """Whether to start a run now, and why. `runs` are the Jobs that exist;
-    `history_generations` and `answered_requests` come from status, which outlives Jobs
-    deleted by ttlSecondsAfterFinished."""
+    `history_generations` comes from status, which outlives Jobs deleted by
+    ttlSecondsAfterFinished. A retrain request is answered by a Job that carries it; the
+    reconciler also removes the request annotation once it has started that Job."""
     if suspended or any(run.outcome == RUNNING for run in runs):
         return None
     generations = history_generations | {run.generation for run in runs}
     if generation not in generations:
         return RunDecision("Spec")
-    answered = answered_requests | {r.retrain_request for r in runs if r.retrain_request}
+    answered = {run.retrain_request for run in runs if run.retrain_request}
     if retrain_request and retrain_request not in answered:
         return RunDecision("Retrain", retrain_request=retrain_request)
     if schedule and not invalid_schedule(schedule):

@@ -66,7 +66,6 @@ def _reconcile(body: Manifest, settings: OperatorSettings) -> None:
         runs=observed,
         history_generations={r.generation for r in history.values() if r.generation},
         retrain_request=(tj.metadata.get("annotations") or {}).get(labels.RETRAIN_REQUESTED),
-        answered_requests=set(),
         schedule=tj.spec.schedule,
         last_schedule=last_schedule,
         now=now,

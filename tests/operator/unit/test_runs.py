@@ -76,7 +76,6 @@ def decide(**overrides: Any) -> RunDecision | None:
         "runs": [observed(1)],
         "history_generations": {1},
         "retrain_request": None,
-        "answered_requests": set(),
         "schedule": None,
         "last_schedule": NOW - timedelta(minutes=10),
         "now": NOW,
@@ -204,11 +203,6 @@ def test_unanswered_retrain_request_starts_a_retrain_run() -> None:
 def test_retrain_request_answered_by_an_existing_run_starts_nothing() -> None:
     answered = observed(2, trigger="Retrain", retrain_request="2025-01-10T11:59:00Z")
     assert decide(runs=[observed(1), answered], retrain_request="2025-01-10T11:59:00Z") is None
-
-
-def test_retrain_request_answered_in_status_starts_nothing() -> None:
-    request = "2025-01-10T11:59:00Z"
-    assert decide(retrain_request=request, answered_requests={request}) is None
 
 
 def test_a_newer_retrain_request_starts_another_run() -> None:
