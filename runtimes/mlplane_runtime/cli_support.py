@@ -4,13 +4,15 @@ wrapper that maps failures to exit codes and the termination log."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable
-from typing import NoReturn
+from collections.abc import Callable, Coroutine
+from typing import Any, NoReturn
 
 from mlplane_runtime.errors import EXIT_INTERNAL, RuntimeFailure, UserError
+from mlplane_runtime.httpserver import new_event_loop
 from mlplane_runtime.termination import write_error
 
 
@@ -42,3 +44,28 @@ def run_main(body: Callable[[], int], report_errors: bool = True) -> int:
         if report_errors:
             write_error(f"internal error: {type(exc).__name__}: {exc}", "InternalError")
         return int(EXIT_INTERNAL)
+
+
+def run_server_main(
+    parse: Callable[[list[str]], argparse.Namespace],
+    serve: Callable[[argparse.Namespace], Coroutine[Any, Any, int]],
+    argv: list[str] | None,
+) -> int:
+    """The main of a long-running server (mlplane-serve, mlplane-monitor): log to
+    stderr, parse the arguments, run `serve` on a fresh event loop, map failures to exit
+    codes."""
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+    def body() -> int:
+        args = parse(sys.argv[1:] if argv is None else argv)
+        loop = new_event_loop()
+        try:
+            return int(loop.run_until_complete(serve(args)))
+        finally:
+            loop.close()
+
+    return run_main(body)

@@ -21,9 +21,9 @@ import sys
 from typing import Any
 
 from mlplane_runtime.artifacts import check_sha256
-from mlplane_runtime.cli_support import ArgumentParser, env_default, run_main
+from mlplane_runtime.cli_support import ArgumentParser, env_default, run_server_main
 from mlplane_runtime.errors import UserError
-from mlplane_runtime.httpserver import HttpServer, install_signal_handlers, new_event_loop
+from mlplane_runtime.httpserver import HttpServer, install_signal_handlers
 from mlplane_runtime.monitor.app import MonitorApp
 from mlplane_runtime.monitor.drift import METHODS, DriftDetector
 from mlplane_runtime.storage import read_bytes
@@ -88,21 +88,7 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-    def body() -> int:
-        args = parse_args(sys.argv[1:] if argv is None else argv)
-        loop = new_event_loop()
-        try:
-            return int(loop.run_until_complete(run(args)))
-        finally:
-            loop.close()
-
-    return int(run_main(body))
+    return run_server_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,9 @@ import asyncio
 import logging
 import sys
 
-from mlplane_runtime.cli_support import ArgumentParser, env_default, run_main
+from mlplane_runtime.cli_support import ArgumentParser, env_default, run_server_main
 from mlplane_runtime.errors import RuntimeFailure, UserError
-from mlplane_runtime.httpserver import HttpServer, install_signal_handlers, new_event_loop
+from mlplane_runtime.httpserver import HttpServer, install_signal_handlers
 from mlplane_runtime.server import metrics
 from mlplane_runtime.server.dataplane import DataPlane
 from mlplane_runtime.server.model import OnnxModel
@@ -82,15 +82,16 @@ async def serve(args: argparse.Namespace) -> int:
     model = OnnxModel(
         args.model_name, args.model_version, args.model_uri, args.sha256, args.threads
     )
-    sampler = (
-        Sampler(
-            args.monitor_url,
-            rate=args.sample_rate,
-            max_per_second=args.max_samples_per_second,
-        )
-        if args.monitor_url
-        else None
-    )
+    sampler = None
+    if args.monitor_url:
+        try:
+            sampler = Sampler(
+                args.monitor_url,
+                rate=args.sample_rate,
+                max_per_second=args.max_samples_per_second,
+            )
+        except ValueError as exc:  # a bad --monitor-url
+            raise UserError(str(exc)) from exc
     plane = DataPlane(model, sampler)
     server = HttpServer(RestApp(plane), args.max_body_bytes)
     port = await server.start(args.host, args.port)
@@ -120,23 +121,7 @@ async def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-    def body() -> int:
-        args = parse_args(sys.argv[1:] if argv is None else argv)
-        loop = new_event_loop()
-        try:
-            return int(loop.run_until_complete(serve(args)))
-        except ValueError as exc:  # a bad --monitor-url
-            raise UserError(str(exc)) from exc
-        finally:
-            loop.close()
-
-    return int(run_main(body))
+    return run_server_main(parse_args, serve, argv)
 
 
 if __name__ == "__main__":
