@@ -360,6 +360,29 @@ def test_tampered_artifact_is_never_ready_and_exits_4(
     assert json.loads((tmp_path / "term").read_text())["reason"] == "IntegrityError"
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--monitor-url", "ftp://monitor:21"], "monitor URL must be http://host:port"),
+        (["--sample-rate", "1.5"], "0 <= --sample-rate <= 1"),
+        (["--max-samples-per-second", "-1"], "--max-samples-per-second must be >= 0"),
+    ],
+)
+def test_bad_sampling_flags_exit_2_naming_the_flag(
+    iris_model: TrainedModel, tmp_path: Path, flags: list[str], message: str
+) -> None:
+    term = tmp_path / "term"
+    process = start(
+        serve_args(iris_model, free_port(), *flags),
+        tmp_path / "log",
+        None,
+        0,
+        env={"MLPLANE_TERMINATION_LOG": str(term)},
+    )
+    assert process.proc.wait(timeout=30) == 2
+    assert message in json.loads(term.read_text())["error"]
+
+
 def test_sigterm_finishes_the_request_in_flight(iris_model: TrainedModel, tmp_path: Path) -> None:
     port = free_port()
     process = start(serve_args(iris_model, port), tmp_path / "log", "/v2/health/ready", port)
