@@ -17,6 +17,7 @@ from sklearn.datasets import load_iris
 from mlplane_runtime.httpserver import HEADER_LENGTH, Request
 from mlplane_runtime.monitor.app import MonitorApp
 from mlplane_runtime.monitor.drift import DriftDetector
+from mlplane_runtime.server import metrics
 from mlplane_runtime.server.sampler import Sampler, encode_samples
 from tests.runtime.conftest import (
     BIN,
@@ -255,6 +256,7 @@ def test_sampling_rate_falls_to_the_per_second_limit_under_load_and_recovers() -
         sampler.offer(row, None)
     sampler.flush()  # nothing listens on port 9: the batch is dropped as send_failed
     assert sampler.effective_rate == pytest.approx(0.1, rel=0.05)
+    assert metrics.REGISTRY.get_sample_value("mlplane_sample_rate") == sampler.effective_rate
     assert sampler.dropped == 1000
     for _ in range(10_000):
         sampler.offer(row, None)
@@ -265,6 +267,7 @@ def test_sampling_rate_falls_to_the_per_second_limit_under_load_and_recovers() -
     sampler._last_flush -= 1.0
     sampler.flush()  # an idle interval: back to the ceiling
     assert sampler.effective_rate == 1.0
+    assert metrics.REGISTRY.get_sample_value("mlplane_sample_rate") == 1.0  # on /metrics
 
 
 def test_sampler_never_raises_on_rows_of_another_shape() -> None:

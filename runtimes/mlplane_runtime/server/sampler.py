@@ -60,6 +60,7 @@ class Sampler:
         self.rate = rate  # the ceiling
         self.max_per_second = max_per_second  # 0: no limit
         self.effective_rate = rate  # what offer() samples at; flush() adapts it
+        metrics.SAMPLE_RATE.set(rate)
         self._last_flush = time.monotonic()
         self.max_pending = max_pending  # requests, each at most one body's worth of rows
         self.interval = interval
