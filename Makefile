@@ -33,15 +33,19 @@ lint: dev ## ruff, mypy and the import contracts
 	$(BIN)/hadolint Dockerfile
 
 .PHONY: binaries
-binaries: ## build (or reuse) etcd, kube-* and kubectl, helm from the Go module proxy
+binaries: ## build (or reuse) Kubernetes, etcd, containerd, CoreDNS, metrics-server, registry, helm
 	hack/build-binaries.sh
 
 .PHONY: cluster-up
-cluster-up: dev binaries ## start (or reuse) the local control plane and node
+cluster-up: dev binaries ## start (or reuse) the local cluster: control plane, a real node, our images
 	$(BIN)/python hack/cluster.py up
 
+.PHONY: images
+images: ## build the Dockerfile's operator and runtime images and push them to the local registry
+	hack/build-images.sh mlplane
+
 .PHONY: cluster-down
-cluster-down: ## stop the local control plane and node, and remove their state
+cluster-down: ## stop the local cluster and remove its state (images and binaries stay cached)
 	@if [ -x $(BIN)/python ]; then $(BIN)/python hack/cluster.py down; else $(PYTHON) hack/cluster.py down; fi
 
 .PHONY: crds

@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
-"""Start and stop mlplane's local Kubernetes control plane (dev and test tooling).
+"""Start and stop mlplane's local Kubernetes cluster (dev and test tooling).
 
-    hack/cluster.py up       # start (or reuse) etcd, apiserver, controller-manager, scheduler, node
+    hack/cluster.py up       # start (or reuse) the control plane and a real node
     hack/cluster.py down     # stop exactly the processes `up` started and remove all state
     hack/cluster.py status   # what runs, by pid
 
-The binaries come from hack/build-binaries.sh (cached under the user's cache directory).
-State lives in .cluster/ (git-ignored): pki/, etcd data, kubeconfigs, logs/, pids/.
-Ports and addresses are overridable through the MLPLANE_* environment variables below.
-Only the standard library and the openssl command line are used, so this runs before
-any virtualenv exists.
+The control plane is etcd, kube-apiserver, kube-controller-manager and kube-scheduler.
+The node is what a kubeadm node runs: containerd (runc, CNI bridge), kubelet and
+kube-proxy, plus a registry the node pulls from (images built by hack/build-images.sh),
+a local-volume provisioner for the default StorageClass, and the add-ons CoreDNS and
+metrics-server as pods (hack/addons/). The binaries come from hack/build-binaries.sh
+(cached under the user's cache directory). State lives in .cluster/ (git-ignored): pki/,
+etcd data, containerd and kubelet state, kubeconfigs, logs/, pids/. Ports and addresses
+are overridable through the MLPLANE_* environment variables below. Only the standard
+library and the openssl command line are used, so this runs before any virtualenv exists.
 """
 
 from __future__ import annotations
@@ -48,31 +52,44 @@ ETCD_PEER_PORT = int(os.environ.get("MLPLANE_ETCD_PEER_PORT", "32380"))
 APISERVER_PORT = int(os.environ.get("MLPLANE_APISERVER_PORT", "36443"))
 CONTROLLER_MANAGER_PORT = int(os.environ.get("MLPLANE_CONTROLLER_MANAGER_PORT", "30257"))
 SCHEDULER_PORT = int(os.environ.get("MLPLANE_SCHEDULER_PORT", "30259"))
+REGISTRY_PORT = int(os.environ.get("MLPLANE_REGISTRY_PORT", "5000"))
+KUBELET_PORT = int(os.environ.get("MLPLANE_KUBELET_PORT", "10250"))
 BRIDGE = os.environ.get("MLPLANE_BRIDGE", "mlplane0")
 POD_CIDR = os.environ.get("MLPLANE_POD_CIDR", "10.88.0.0/16")
 GATEWAY = os.environ.get("MLPLANE_GATEWAY", "10.88.0.1")
 SERVICE_CIDR = os.environ.get("MLPLANE_SERVICE_CIDR", "10.96.0.0/16")
 SERVICE_IP = os.environ.get("MLPLANE_KUBERNETES_SERVICE_IP", "10.96.0.1")
+CLUSTER_DNS_IP = os.environ.get("MLPLANE_CLUSTER_DNS_IP", "10.96.0.10")
 NODE_NAME = os.environ.get("MLPLANE_NODE_NAME", "local-node-0")
-START_NODE = os.environ.get("MLPLANE_START_NODE", "1") != "0"
+# Sockets and network namespaces want short paths on a local filesystem.
+RUN = Path(os.environ.get("MLPLANE_RUN_DIR", "/run/mlplane"))
+CONTAINERD_SOCKET = RUN / "containerd" / "containerd.sock"
+REGISTRY = f"127.0.0.1:{REGISTRY_PORT}"
+RUNC = shutil.which("runc") or "/usr/sbin/runc"
+CNI_BIN_DIR = Path(os.environ.get("MLPLANE_CNI_BIN_DIR", "/usr/lib/cni"))
 
 COMPONENT_NAMES = [
     "etcd",
     "kube-apiserver",
     "kube-controller-manager",
     "kube-scheduler",
-    "localnode",
+    "registry",
+    "containerd",
+    "kubelet",
+    "kube-proxy",
+    "local-provisioner",
 ]
 KUBECONFIG = STATE / "kubeconfig"
 NODE_KUBECONFIG = STATE / "node-kubeconfig"
-STORAGE_CLASS = """\
+PROVISIONER = "mlplane.io/local-volume"
+STORAGE_CLASS = f"""\
 apiVersion: storage.k8s.io/v1
 kind: StorageClass
 metadata:
   name: standard
   annotations:
     storageclass.kubernetes.io/is-default-class: "true"
-provisioner: kubernetes.io/host-path
+provisioner: {PROVISIONER}
 reclaimPolicy: Delete
 volumeBindingMode: Immediate
 """
@@ -138,6 +155,16 @@ def ensure_pki() -> None:
     issue_cert("controller-manager", "/CN=system:kube-controller-manager")
     issue_cert("scheduler", "/CN=system:kube-scheduler")
     issue_cert(f"node-{NODE_NAME}", f"/O=system:nodes/CN=system:node:{NODE_NAME}")
+    # The kubelet's serving certificate, signed by the cluster CA, so that the API server
+    # verifies it for `kubectl logs`/`exec` and metrics-server for resource metrics.
+    issue_cert(
+        "kubelet-serving",
+        f"/O=system:nodes/CN=system:node:{NODE_NAME}",
+        server_sans=[f"DNS:{NODE_NAME}", f"IP:{GATEWAY}", "IP:127.0.0.1"],
+    )
+    issue_cert("apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client")
+    issue_cert("front-proxy-client", "/CN=front-proxy-client")
+    issue_cert("kube-proxy", "/CN=system:kube-proxy")
     if not (PKI / "sa.key").exists():
         openssl("genrsa", "-out", str(PKI / "sa.key"), "2048")
         openssl("rsa", "-in", str(PKI / "sa.key"), "-pubout", "-out", str(PKI / "sa.pub"))
@@ -183,6 +210,7 @@ def ensure_kubeconfigs() -> None:
     )
     write_kubeconfig(STATE / "scheduler.kubeconfig", "scheduler", "scheduler", local)
     write_kubeconfig(NODE_KUBECONFIG, f"system:node:{NODE_NAME}", f"node-{NODE_NAME}", local)
+    write_kubeconfig(STATE / "kube-proxy.kubeconfig", "kube-proxy", "kube-proxy", local)
 
 
 # --- network --------------------------------------------------------------------------
@@ -204,6 +232,232 @@ def ensure_bridge() -> None:
 def remove_bridge() -> None:
     if subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode == 0:
         subprocess.run(["ip", "link", "del", BRIDGE], check=False)
+
+
+# Pods talk to each other, to Services and to the host, never past it: this network
+# reaches nothing outside the machine, and traffic sent there would leave it.
+ISOLATION_RULE = ["FORWARD", "-s", POD_CIDR, "!", "-o", BRIDGE, "-j", "REJECT"]
+
+
+def ensure_forwarding() -> None:
+    """What kube-proxy and the bridge plugin need of the host: routing, and bridged
+    traffic through iptables (so a pod reaches a Service whose endpoint shares its bridge).
+    ClusterIPs route to the bridge, so that one without a Service goes nowhere."""
+    for key in ("net/ipv4/ip_forward", "net/bridge/bridge-nf-call-iptables"):
+        path = Path("/proc/sys") / key
+        if path.exists() and path.read_text().strip() != "1":
+            path.write_text("1\n")
+    subprocess.run(["ip", "route", "replace", SERVICE_CIDR, "dev", BRIDGE], check=True)
+    if subprocess.run(["iptables", "-C", *ISOLATION_RULE], capture_output=True).returncode:
+        subprocess.run(["iptables", "-I", *ISOLATION_RULE], check=True)
+
+
+def remove_node_network() -> None:
+    """Undo what the node left in the host's iptables: kube-proxy's rules, the CNI
+    plugins' and the pods' isolation rule."""
+    if (BIN / "kube-proxy").exists():
+        subprocess.run([str(BIN / "kube-proxy"), "--cleanup"], capture_output=True, check=False)
+    for table in ("nat", "filter", "mangle"):
+        rules = subprocess.run(
+            ["iptables-save", "-t", table], capture_output=True, text=True, check=False
+        ).stdout
+        if "CNI-" not in rules:
+            continue
+        kept = [line for line in rules.splitlines() if "CNI-" not in line]
+        subprocess.run(["iptables-restore", "-T", table], input="\n".join(kept) + "\n",
+                       text=True, capture_output=True, check=False)  # fmt: skip
+    while not subprocess.run(["iptables", "-D", *ISOLATION_RULE], capture_output=True).returncode:
+        pass
+
+
+def unmount_below(root: Path) -> None:
+    """Unmount everything mounted below `root` (pod volumes, overlay snapshots, netns),
+    deepest first, so that removing the state never reaches through a bind mount."""
+    prefix = str(root.resolve()) + "/"
+    mounts = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].replace("\\040", " ")
+        if point.startswith(prefix):
+            mounts.append(point)
+    for point in sorted(mounts, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+
+
+# --- node configuration ---------------------------------------------------------------
+
+
+def write_node_config() -> None:
+    """containerd, CNI, kubelet, kube-proxy and registry configuration under STATE."""
+    config = STATE / "config"
+    (config / "cni").mkdir(parents=True, exist_ok=True)
+    (config / "cni" / "10-mlplane.conflist").write_text(
+        json.dumps(
+            {
+                "cniVersion": "1.0.0",
+                "name": "mlplane",
+                "plugins": [
+                    {
+                        "type": "bridge",
+                        "bridge": BRIDGE,
+                        "isGateway": True,
+                        "ipMasq": False,
+                        "hairpinMode": True,
+                        "ipam": {
+                            "type": "host-local",
+                            "ranges": [[{"subnet": POD_CIDR, "gateway": GATEWAY}]],
+                            "routes": [{"dst": "0.0.0.0/0"}],
+                            "dataDir": str(STATE / "cni-ipam"),
+                        },
+                    },
+                    {"type": "portmap", "capabilities": {"portMappings": True}},
+                ],
+            },
+            indent=2,
+        )
+    )
+    # The registry speaks plain HTTP on loopback; containerd must be told so. Every other
+    # registry resolves to a closed port: this network reaches none, and an image from
+    # elsewhere fails at once (ErrImagePull) instead of sending traffic off the machine.
+    for name, server in ((REGISTRY, f"http://{REGISTRY}"), ("_default", "http://127.0.0.1:9")):
+        hosts = config / "certs.d" / name
+        hosts.mkdir(parents=True, exist_ok=True)
+        (hosts / "hosts.toml").write_text(
+            f'server = "{server}"\n\n[host."{server}"]\n  capabilities = ["pull", "resolve"]\n'
+        )
+    # The runtime's base spec has no rlimits: runc would try to raise RLIMIT_NOFILE above
+    # this host's hard limit and fail every container.
+    (config / "base-spec.json").write_text(json.dumps(base_runtime_spec(), indent=2))
+    (config / "containerd.toml").write_text(CONTAINERD_CONFIG.format(
+        root=STATE / "containerd", state=RUN / "containerd-state", socket=CONTAINERD_SOCKET,
+        runc=RUNC, cni_bin=CNI_BIN_DIR, cni_conf=config / "cni", certs=config / "certs.d",
+        base_spec=config / "base-spec.json", pause=sandbox_image(),
+    ))  # fmt: skip
+    (config / "resolv.conf").write_text("nameserver 127.0.0.1\noptions ndots:1\n")
+    (config / "kubelet.json").write_text(json.dumps(kubelet_config(config), indent=2))
+    (config / "kube-proxy.json").write_text(json.dumps(KUBE_PROXY_CONFIG, indent=2))
+
+
+def write_registry_config() -> None:
+    """The registry keeps its blobs in the cache: images outlive `down`, like binaries."""
+    (STATE / "config").mkdir(parents=True, exist_ok=True)
+    (STATE / "config" / "registry.yml").write_text(
+        "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {CACHE / 'registry'}\n"
+        "  delete:\n    enabled: true\n"
+        f"http:\n  addr: {REGISTRY}\n"
+    )
+
+
+CONTAINERD_CONFIG = """\
+version = 3
+root = "{root}"
+state = "{state}"
+
+[grpc]
+  address = "{socket}"
+
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "{pause}"
+  [plugins."io.containerd.cri.v1.images".registry]
+    config_path = "{certs}"
+
+[plugins."io.containerd.cri.v1.runtime"]
+  # Pods' network namespaces under the state directory, which `down` unmounts.
+  netns_mounts_under_state_dir = true
+  # This host refuses to lower a process's oom_score_adj (the kubelet asks -998 for
+  # sandboxes): keep every container's at or above containerd's own.
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["{cni_bin}"]
+    conf_dir = "{cni_conf}"
+  [plugins."io.containerd.cri.v1.runtime".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      base_runtime_spec = "{base_spec}"
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+        BinaryName = "{runc}"
+        SystemdCgroup = false
+"""
+
+
+def base_runtime_spec() -> dict[str, object]:
+    """containerd's default OCI spec for Linux, without process rlimits."""
+    result = subprocess.run(
+        [binary("ctr"), "oci", "spec"], capture_output=True, text=True, check=True
+    )
+    spec: dict[str, object] = json.loads(result.stdout)
+    process = spec.get("process")
+    if isinstance(process, dict):
+        process.pop("rlimits", None)
+    return spec
+
+
+def sandbox_image() -> str:
+    return images().get("IMAGE_PAUSE", f"{REGISTRY}/mlplane/pause:missing")
+
+
+def images() -> dict[str, str]:
+    """The image references hack/build-images.sh recorded (NAME=registry/repo@digest)."""
+    path = STATE / "images.env"
+    if not path.exists():
+        return {}
+    lines = [line for line in path.read_text().splitlines() if "=" in line]
+    return {key: value for key, _, value in (line.partition("=") for line in lines)}
+
+
+def kubelet_config(config: Path) -> dict[str, object]:
+    return {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True},
+            "x509": {"clientCAFile": str(PKI / "ca.crt")},
+        },
+        "authorization": {"mode": "Webhook"},
+        "address": GATEWAY,
+        "port": KUBELET_PORT,
+        "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1",
+        "tlsCertFile": str(PKI / "kubelet-serving.crt"),
+        "tlsPrivateKeyFile": str(PKI / "kubelet-serving.key"),
+        "containerRuntimeEndpoint": f"unix://{CONTAINERD_SOCKET}",
+        # This host's cgroups are v1 (hybrid) and it has no systemd as pid 1.
+        "cgroupDriver": "cgroupfs",
+        "failCgroupV1": False,
+        "failSwapOn": False,
+        "clusterDNS": [CLUSTER_DNS_IP],
+        "clusterDomain": "cluster.local",
+        "resolvConf": str(config / "resolv.conf"),
+        "podLogsDir": str(LOGS / "pods"),
+        "maxPods": 250,
+        "serializeImagePulls": False,
+        # A shared dev machine: evict only when it is really out of room, and never
+        # collect the images the tests just pulled.
+        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%",
+                         "imagefs.available": "1%", "nodefs.inodesFree": "1%"},
+        "imageGCHighThresholdPercent": 99,
+        "imageGCLowThresholdPercent": 98,
+        "shutdownGracePeriod": "0s",
+    }  # fmt: skip
+
+
+KUBE_PROXY_CONFIG = {
+    "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+    "kind": "KubeProxyConfiguration",
+    "clientConnection": {"kubeconfig": str(STATE / "kube-proxy.kubeconfig")},
+    "mode": "iptables",
+    "clusterCIDR": POD_CIDR,
+    "hostnameOverride": NODE_NAME,
+    "bindAddress": GATEWAY,
+    "healthzBindAddress": "127.0.0.1:10256",
+    "metricsBindAddress": "127.0.0.1:10249",
+    # Leave the host's conntrack table size alone (a sysctl outside this sandbox's reach).
+    "conntrack": {"maxPerCore": 0},
+}
 
 
 # --- processes ------------------------------------------------------------------------
@@ -315,6 +569,20 @@ def components() -> list[Component]:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
             "--allow-privileged=true", "--profiling=false", "--v=1",
+            # The kubelet: verified serving certificate, for logs, exec and port-forward.
+            f"--kubelet-certificate-authority={pki}/ca.crt",
+            f"--kubelet-client-certificate={pki}/apiserver-kubelet-client.crt",
+            f"--kubelet-client-key={pki}/apiserver-kubelet-client.key",
+            "--kubelet-preferred-address-types=InternalIP",
+            # The aggregation layer, for metrics-server's metrics.k8s.io.
+            f"--requestheader-client-ca-file={pki}/ca.crt",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki}/front-proxy-client.crt",
+            f"--proxy-client-key-file={pki}/front-proxy-client.key",
+            "--enable-aggregator-routing=true",
         ],
     )  # fmt: skip
     controller_manager = Component(
@@ -328,8 +596,11 @@ def components() -> list[Component]:
             f"--cluster-signing-cert-file={pki}/ca.crt", f"--cluster-signing-key-file={pki}/ca.key",
             "--use-service-account-credentials=true", "--leader-elect=false",
             "--bind-address=127.0.0.1", f"--secure-port={CONTROLLER_MANAGER_PORT}",
-            "--enable-hostpath-provisioner=true", f"--service-cluster-ip-range={SERVICE_CIDR}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--controllers=*,-bootstrapsigner,-tokencleaner", "--v=1",
+            # Scale down within a test's patience (the default waits five minutes).
+            "--horizontal-pod-autoscaler-downscale-stabilization=30s",
+            "--horizontal-pod-autoscaler-sync-period=5s",
         ],
     )  # fmt: skip
     scheduler = Component(
@@ -346,24 +617,38 @@ def components() -> list[Component]:
     return [etcd, apiserver, controller_manager, scheduler]
 
 
-def node_component() -> Component | None:
-    """The local node agent (hack/localnode), when it exists and is wanted."""
-    if not START_NODE or not (REPO / "hack" / "localnode" / "__main__.py").exists():
-        return None
-    python = VENV / "bin" / "python"
-    if not python.exists():
-        raise ClusterError(f"{python} is missing: run `make dev` first")
-    return Component(
-        "localnode",
+def node_components() -> list[Component]:
+    """The registry the node pulls from, containerd, kubelet, kube-proxy, the provisioner."""
+    config = STATE / "config"
+    registry = Component("registry", [binary("registry"), "serve", str(config / "registry.yml")])
+    containerd = Component(
+        "containerd",
+        [binary("containerd"), f"--config={config / 'containerd.toml'}", "--log-level=warn"],
+        # containerd finds its shim on PATH.
+        env={"PATH": f"{BIN}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"},
+    )
+    kubelet = Component(
+        "kubelet",
         [
-            str(python), "-m", "localnode", f"--kubeconfig={NODE_KUBECONFIG}",
-            f"--node-name={NODE_NAME}",
-            f"--state-dir={STATE / 'node'}", f"--log-dir={LOGS / 'pods'}", f"--pod-cidr={POD_CIDR}",
-            f"--bridge={BRIDGE}", f"--gateway={GATEWAY}", f"--api-host={GATEWAY}",
-            f"--api-port={APISERVER_PORT}", f"--venv={VENV}",
+            binary("kubelet"), f"--config={config / 'kubelet.json'}",
+            f"--kubeconfig={NODE_KUBECONFIG}", f"--hostname-override={NODE_NAME}",
+            f"--node-ip={GATEWAY}", f"--root-dir={STATE / 'kubelet'}",
+            f"--cert-dir={STATE / 'kubelet-pki'}", "--v=1",
         ],
-        env={"PYTHONPATH": str(REPO / "hack")},
     )  # fmt: skip
+    kube_proxy = Component(
+        "kube-proxy", [binary("kube-proxy"), f"--config={config / 'kube-proxy.json'}", "--v=1"]
+    )
+    provisioner = Component(
+        "local-provisioner",
+        [
+            sys.executable, str(REPO / "hack" / "local-provisioner.py"),
+            f"--kubeconfig-dir={STATE}", f"--volumes-dir={STATE / 'volumes'}",
+            f"--node-name={NODE_NAME}", f"--provisioner={PROVISIONER}",
+            f"--api-port={APISERVER_PORT}",
+        ],
+    )  # fmt: skip
+    return [registry, containerd, kubelet, kube_proxy, provisioner]
 
 
 # --- readiness ------------------------------------------------------------------------
@@ -426,6 +711,7 @@ def up() -> None:
     ensure_pki()
     ensure_kubeconfigs()
     ensure_bridge()
+    ensure_forwarding()
     etcd, apiserver, controller_manager, scheduler = components()
     start(etcd)
     wait_for("etcd", _etcd_healthy, 60, "etcd")
@@ -440,11 +726,73 @@ def up() -> None:
         "kube-controller-manager",
     )
     kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=STORAGE_CLASS)
-    node = node_component()
-    if node is not None:
-        start(node)
-        wait_for(f"node {NODE_NAME} to be Ready", node_ready, 120, node.name)
+    start_node()
+    build_images("mlplane")
     log(f"ready in {time.monotonic() - began:.1f}s; export KUBECONFIG={KUBECONFIG}")
+
+
+def start_node() -> None:
+    registry, containerd, kubelet, kube_proxy, provisioner = node_components()
+    write_registry_config()
+    start(registry)
+    wait_for(f"the registry on {REGISTRY}", _registry_up, 60, "registry")
+    build_images("node")
+    if running_pid("containerd") is None:
+        # Whatever a containerd that is gone left in RUN (sockets, netns) is stale.
+        unmount_below(RUN)
+        shutil.rmtree(RUN, ignore_errors=True)
+        write_node_config()
+    RUN.mkdir(parents=True, exist_ok=True)
+    start(containerd)
+    wait_for("containerd", CONTAINERD_SOCKET.exists, 60, "containerd")
+    start(kubelet)
+    wait_for(f"node {NODE_NAME} to be Ready", node_ready, 120, "kubelet")
+    start(kube_proxy)
+    start(provisioner)
+    apply_addons()
+
+
+def build_images(which: str) -> None:
+    """hack/build-images.sh: build what changed and push it to the node's registry."""
+    env = {**os.environ, "MLPLANE_CLUSTER_DIR": str(STATE), "MLPLANE_REGISTRY": REGISTRY}
+    result = subprocess.run(
+        ["bash", str(REPO / "hack" / "build-images.sh"), which], env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise ClusterError(f"hack/build-images.sh {which} failed:\n{result.stdout[-4000:]}")
+
+
+def apply_addons() -> None:
+    """CoreDNS and metrics-server, as pods from the images in the node's registry."""
+    values = {
+        **images(),
+        "CLUSTER_DNS_IP": CLUSTER_DNS_IP,
+        "KUBELET_PORT": str(KUBELET_PORT),
+    }
+    for path in sorted((REPO / "hack" / "addons").glob("*.yaml")):
+        manifest = path.read_text()
+        for key, value in values.items():
+            manifest = manifest.replace(f"${{{key}}}", value)
+        kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=manifest)
+    wait_for("CoreDNS to be available", lambda: _deployment_available("coredns"), 120)
+    wait_for("metrics-server to be available", lambda: _deployment_available("metrics-server"), 120)
+
+
+def _deployment_available(name: str) -> bool:
+    status, body = api_get(f"/apis/apps/v1/namespaces/kube-system/deployments/{name}")
+    if status != 200:
+        return False
+    conditions = json.loads(body).get("status", {}).get("conditions", [])
+    return any(c.get("type") == "Available" and c.get("status") == "True" for c in conditions)
+
+
+def _registry_up() -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{REGISTRY}/v2/", timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def _etcd_healthy() -> bool:
@@ -455,23 +803,50 @@ def _etcd_healthy() -> bool:
         return False
 
 
+def kill_containers() -> None:
+    """Stop every container the node runs, and their shims: nothing outlives the cluster."""
+    if running_pid("containerd") is not None:
+        ctr = [binary("ctr"), f"--address={CONTAINERD_SOCKET}", "--namespace=k8s.io"]
+        tasks = subprocess.run(
+            [*ctr, "tasks", "list", "--quiet"], capture_output=True, text=True, check=False
+        ).stdout.split()
+        for task in tasks:
+            subprocess.run([*ctr, "tasks", "kill", "--signal=SIGKILL", task],
+                           capture_output=True, check=False)  # fmt: skip
+    socket = str(CONTAINERD_SOCKET).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"containerd-shim-runc-v2") and socket in argv:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
+
+
 def down() -> None:
-    # Reverse order: the node first, so it can finalize and clean up its pods.
+    kill_containers()
+    # Reverse order: the node first, then the control plane.
     for name in reversed(COMPONENT_NAMES):
         stop(name)
+    kill_containers()
+    remove_node_network()
+    unmount_below(STATE)
+    unmount_below(RUN)
     remove_bridge()
-    if STATE.exists():
-        shutil.rmtree(STATE)
+    for path in (STATE, RUN):
+        if path.exists():
+            shutil.rmtree(path)
     log("stopped; state removed")
 
 
 def restart_node() -> None:
-    """Restart the node agent alone (it adopts or cleans the pods it finds)."""
-    stop("localnode")
-    node = node_component()
-    if node is not None:
-        start(node)
-        wait_for(f"node {NODE_NAME} to be Ready", node_ready, 120, node.name)
+    """Restart the kubelet alone: its containers keep running and it adopts them."""
+    stop("kubelet")
+    start(node_components()[2])
+    wait_for(f"node {NODE_NAME} to be Ready", node_ready, 120, "kubelet")
 
 
 def status() -> None:

@@ -10,8 +10,10 @@
 # Environment:
 #   MLPLANE_DEMO_NAMESPACE  where iris goes (default mlplane-demo)
 #   MLPLANE_DEMO_TIMEOUT    seconds each stage may take before the demo gives up (180)
-#   MLPLANE_IMAGE_TAG       tag of mlplane/operator and mlplane/runtime (dev); the local
-#                           node runs any tag of them from the repository's .venv
+#
+# The images are the Dockerfile's operator and runtime targets, built from this checkout
+# by `make cluster-up` (hack/build-images.sh) and pushed to the local cluster's registry;
+# the chart runs them by digest.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -24,7 +26,9 @@ PYTHON=$REPO/.venv/bin/python
 RELEASE=mlplane
 SYSTEM_NS=mlplane-system
 NS=${MLPLANE_DEMO_NAMESPACE:-mlplane-demo}
-TAG=${MLPLANE_IMAGE_TAG:-dev}
+image() {  # the reference hack/build-images.sh recorded for an image: registry/repo@digest
+  sed -n "s/^IMAGE_$1=//p" "$CLUSTER_DIR/images.env" 2>/dev/null
+}
 TIMEOUT=${MLPLANE_DEMO_TIMEOUT:-180}
 MODEL=iris
 ROW='[5.1, 3.5, 1.4, 0.2]'  # one iris flower (sepal length/width, petal length/width, cm)
@@ -44,12 +48,11 @@ conditions() {  # <resource>: its conditions, one a line
 }
 
 operator_log() {
-  local pod log
+  local pod
   for pod in $(kubectl get pods -n "$SYSTEM_NS" -l "app.kubernetes.io/instance=$RELEASE" \
     -o jsonpath='{.items[*].metadata.name}' 2>/dev/null); do
-    log=$CLUSTER_DIR/logs/pods/${SYSTEM_NS}_${pod}_operator.log
-    echo "--- operator log ($log, last 40 lines)"
-    if [ -f "$log" ]; then tail -n 40 "$log"; else echo "    (no log yet)"; fi
+    echo "--- kubectl logs -n $SYSTEM_NS $pod --tail=40"
+    kubectl logs -n "$SYSTEM_NS" "$pod" --tail=40 2>&1 || true
   done
 }
 
@@ -160,26 +163,28 @@ serving() {
   return 1
 }
 
-POD_IP=""
-serving_pod() {
-  POD_IP=$(kubectl get pods -n "$NS" -l "mlplane.io/inferenceservice=$MODEL,mlplane.io/version=$VERSION" \
-    -o jsonpath='{range .items[?(@.status.phase=="Running")]}{.status.podIP}{"\n"}{end}' | head -n 1)
-  [ -n "$POD_IP" ] || { report "InferenceService $MODEL: no running serving pod yet"; return 1; }
+URL=""
+service_url() {
+  URL=$(field "inferenceservice/$MODEL" '{.status.url}')
+  [ -n "$URL" ] || { report "InferenceService $MODEL: no status.url yet"; return 1; }
 }
 
-infer() {  # POST one row to the serving pod's V2 endpoint and print the prediction
-  "$PYTHON" - "http://$POD_IP:8080/v2/models/$MODEL/infer" "$ROW" <<'EOF'
-import json
-import sys
-import urllib.request
-
+# POST one row to the InferenceService's URL (its Service, resolved by the cluster's DNS)
+# from a pod in the cluster, as a client application would, and print the prediction.
+CLIENT=$(cat <<'EOF'
+import json, sys, time, urllib.request
 url, row = sys.argv[1], json.loads(sys.argv[2])
 body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": row}]}
-request = urllib.request.Request(
-    url, json.dumps(body).encode(), {"Content-Type": "application/json"}
-)
-with urllib.request.urlopen(request, timeout=10) as response:
-    answer = json.load(response)
+request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+for attempt in range(10):
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer = json.load(response)
+        break
+    except OSError as error:
+        if attempt == 9:
+            sys.exit(f"POST {url}: {error}")
+        time.sleep(1)
 print(f"  POST {url}")
 print(f"       {json.dumps(body)}")
 for output in answer["outputs"]:
@@ -188,6 +193,33 @@ label = next(o["data"][0] for o in answer["outputs"] if o["name"] == "label")
 species = ["setosa", "versicolor", "virginica"]  # scikit-learn's iris.target_names
 print(f"  prediction: class {label} = Iris {species[int(label)]}")
 EOF
+)
+
+infer() {
+  local pod=$MODEL-client phase=""
+  kubectl delete pod -n "$NS" "$pod" --ignore-not-found --wait >/dev/null
+  kubectl apply -n "$NS" -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: $pod
+spec:
+  restartPolicy: Never
+  securityContext: {runAsNonRoot: true, runAsUser: 65532, seccompProfile: {type: RuntimeDefault}}
+  containers:
+    - name: client
+      image: $(image RUNTIME)
+      command: [python, -c, $(printf '%s' "$CLIENT" | "$PYTHON" -c 'import json,sys; print(json.dumps(sys.stdin.read()))'), "$URL/v2/models/$MODEL/infer", "$ROW"]
+      securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
+EOF
+  for _ in $(seq "$TIMEOUT"); do
+    phase=$(field "pod/$pod" '{.status.phase}')
+    case $phase in Succeeded|Failed) break ;; esac
+    sleep 1
+  done
+  kubectl logs -n "$NS" "$pod"
+  kubectl delete pod -n "$NS" "$pod" --wait=false >/dev/null
+  [ "$phase" = Succeeded ]
 }
 
 # --- 1. the cluster and a clear field ---------------------------------------------------
@@ -227,10 +259,17 @@ kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/d
 
 # The operator watches only the demo namespace (the chart's namespace-scoped mode: a Role
 # there, no ClusterRole over workloads), so it leaves the rest of the cluster alone.
-say "helm upgrade --install $RELEASE charts/mlplane -n $SYSTEM_NS (images mlplane/operator:$TAG, mlplane/runtime:$TAG)"
+OPERATOR_IMAGE=$(image OPERATOR) RUNTIME_IMAGE=$(image RUNTIME)
+[ -n "$OPERATOR_IMAGE" ] && [ -n "$RUNTIME_IMAGE" ] ||
+  die "no images in $CLUSTER_DIR/images.env: run 'make cluster-up' (it builds them)"
+say "helm upgrade --install $RELEASE charts/mlplane -n $SYSTEM_NS"
+echo "  images: $OPERATOR_IMAGE"
+echo "          $RUNTIME_IMAGE"
 helm_started=$SECONDS
 if ! helm upgrade --install "$RELEASE" charts/mlplane -n "$SYSTEM_NS" --create-namespace \
-  --set "image.tag=$TAG" --set "runtime.image.tag=$TAG" --set "watchNamespaces={$NS}" \
+  --set "image.repository=${OPERATOR_IMAGE%@*}" --set "image.digest=${OPERATOR_IMAGE#*@}" \
+  --set "runtime.image.repository=${RUNTIME_IMAGE%@*}" \
+  --set "runtime.image.digest=${RUNTIME_IMAGE#*@}" --set "watchNamespaces={$NS}" \
   --wait --timeout "${TIMEOUT}s" >/dev/null; then
   diagnose
   die "helm could not install mlplane (operator pod status and log above)"
@@ -250,14 +289,13 @@ wait_until "registering $MODEL-v$VERSION" registered
 wait_until "verifying $VERSION_NAME" verified
 wait_until "promoting $VERSION_NAME to Production" promoted
 wait_until "serving $VERSION_NAME" serving
-wait_until "finding the serving pod" serving_pod
+wait_until "the InferenceService's URL" service_url
 
-say "KServe V2 inference request to the serving pod ($POD_IP)"
-for attempt in 1 2 3 4 5; do
-  if answer=$(infer 2>&1); then break; fi
-  [ "$attempt" -lt 5 ] || { diagnose; die "the inference request failed: $answer"; }
-  sleep 1
-done
+say "KServe V2 inference request to $URL, from a pod in $NS"
+if ! answer=$(infer 2>&1); then
+  diagnose
+  die "the inference request failed: $answer"
+fi
 served_ns=$(date +%s%N)
 echo "$answer"
 
