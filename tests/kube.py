@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -17,9 +18,29 @@ CACHE = Path(
     )
 )
 BIN = Path(os.environ.get("MLPLANE_BIN_DIR", CACHE / "bin"))
-KUBECONFIG = Path(os.environ.get("MLPLANE_CLUSTER_DIR", REPO / ".cluster")) / "kubeconfig"
+CLUSTER_DIR = Path(os.environ.get("MLPLANE_CLUSTER_DIR", REPO / ".cluster"))
+KUBECONFIG = CLUSTER_DIR / "kubeconfig"
 
 T = TypeVar("T")
+
+
+def _pinned_kube_version() -> str:
+    match = re.search(r"KUBE_VERSION:=(v[0-9.]+)", (REPO / "hack" / "versions.sh").read_text())
+    assert match, "KUBE_VERSION not found in hack/versions.sh"
+    return match.group(1)
+
+
+KUBE_VERSION = os.environ.get("KUBE_VERSION") or _pinned_kube_version()
+
+
+def image(name: str) -> str:
+    """The reference (registry/repository@digest) of an image hack/build-images.sh pushed
+    to the local cluster's registry: OPERATOR, RUNTIME, PAUSE, COREDNS, METRICS_SERVER."""
+    for line in (CLUSTER_DIR / "images.env").read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key == f"IMAGE_{name}":
+            return value
+    raise AssertionError(f"no IMAGE_{name} in {CLUSTER_DIR / 'images.env'}: is the cluster up?")
 
 
 def kubectl(
