@@ -6,7 +6,6 @@ can reuse them: `helm("install", RELEASE, str(CHART), "--namespace", ns, ...)`.
 
 from __future__ import annotations
 
-import re
 import subprocess
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -14,21 +13,12 @@ from typing import Any
 
 import yaml
 
-from tests.kube import BIN, KUBECONFIG, REPO
+from tests.kube import BIN, KUBECONFIG, REPO, image
 
 CHART = REPO / "charts" / "mlplane"
 RELEASE = "mlplane"
 
 Manifest = dict[str, Any]
-
-
-def pinned_kube_version() -> str:
-    """The local cluster's Kubernetes version (hack/versions.sh). `helm template` needs it:
-    a helm built from the module proxy without release ldflags assumes Kubernetes v1.20."""
-    text = (REPO / "hack" / "versions.sh").read_text()
-    match = re.search(r"KUBE_VERSION:=(v[0-9.]+)", text)
-    assert match, "KUBE_VERSION not found in hack/versions.sh"
-    return match.group(1)
 
 
 def helm(
@@ -44,6 +34,17 @@ def helm(
     return result
 
 
+def built_images() -> dict[str, str]:
+    """Chart values that run the images built from this checkout (hack/build-images.sh),
+    by digest from the local cluster's registry."""
+    values = {}
+    for prefix, name in (("image", "OPERATOR"), ("runtime.image", "RUNTIME")):
+        repository, digest = image(name).split("@")
+        values[f"{prefix}.repository"] = repository
+        values[f"{prefix}.digest"] = digest
+    return values
+
+
 def set_args(values: dict[str, str] | None) -> list[str]:
     """`--set k=v` pairs; values are Helm's --set syntax (lists as {a,b})."""
     return [arg for key, value in (values or {}).items() for arg in ("--set", f"{key}={value}")]
@@ -57,7 +58,6 @@ def template(
     check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
     args = ["template", RELEASE, str(CHART), "--namespace", namespace, *set_args(values)]
-    args += ["--kube-version", pinned_kube_version()]
     if include_crds:
         args.append("--include-crds")
     return helm(*args, check=check)

@@ -21,7 +21,7 @@ from tests.delivery.helm import (
     rules,
     template,
 )
-from tests.kube import REPO
+from tests.kube import KUBE_VERSION, REPO
 
 # Every option the values document, as `--set` values; each is rendered and checked here
 # and applied with a server-side dry run in test_chart_cluster.py.
@@ -38,6 +38,12 @@ OPTIONS: dict[str, dict[str, str]] = {
     "service-monitors": {"metrics.serviceMonitor.enabled": "true", "serviceMonitors": "true"},
     "argocd-health": {"argocd.healthChecks.enabled": "true"},
     "grafana-dashboard": {"grafanaDashboard.enabled": "true"},
+    "images-by-digest": {
+        "image.repository": "registry.example.com/mlplane/operator",
+        "image.digest": "sha256:" + "a" * 64,
+        "runtime.image.repository": "registry.example.com/mlplane/runtime",
+        "runtime.image.digest": "sha256:" + "b" * 64,
+    },
     "s3-storage": {
         "storage.uri": "s3://models/mlplane",
         "storage.pvc.create": "false",
@@ -55,6 +61,27 @@ def env_of(manifests: list[Manifest]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def rendered(helm_bin: str) -> dict[str, list[Manifest]]:
     return {name: render(values) for name, values in OPTIONS.items()}
+
+
+def test_images_by_digest_win_over_tags(rendered: dict[str, list[Manifest]]) -> None:
+    deployment = one(rendered["images-by-digest"], "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "registry.example.com/mlplane/operator@sha256:" + "a" * 64
+    runtime = env_of(rendered["images-by-digest"])["MLPLANE_RUNTIME_IMAGE"]
+    assert runtime == "registry.example.com/mlplane/runtime@sha256:" + "b" * 64
+
+
+def test_helm_renders_for_the_clusters_kubernetes_version(helm_bin: str, tmp_path: Any) -> None:
+    """helm is stamped with the pinned Kubernetes version: no --kube-version needed."""
+    chart = tmp_path / "probe"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: probe\nversion: 0.1.0\n")
+    (chart / "templates" / "v.yaml").write_text(
+        "# {{ .Capabilities.KubeVersion.Major }}.{{ .Capabilities.KubeVersion.Minor }}\n"
+    )
+    rendered = helm("template", "probe", str(chart)).stdout
+    major, minor = KUBE_VERSION.removeprefix("v").split(".")[:2]
+    assert f"# {major}.{minor}" in rendered
 
 
 def test_helm_lint_strict_passes_for_every_option(helm_bin: str) -> None:

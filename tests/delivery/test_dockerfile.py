@@ -1,6 +1,6 @@
-"""The Dockerfile, checked without a container engine: its final stages start what the
-distributions declare (the local node agent maps the image names to exactly these
-entrypoints), it passes hadolint, and it builds from lock files that are current."""
+"""The Dockerfile, read as text: its final stages start what the distributions declare,
+it passes hadolint, and it builds from lock files that are current. (hack/build-images.sh
+builds it with buildah; tests/node runs the images on the local node.)"""
 
 from __future__ import annotations
 

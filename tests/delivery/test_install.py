@@ -24,8 +24,8 @@ from typing import Any, cast
 import pytest
 from kubernetes import client
 
-from tests.delivery.helm import install, uninstall
-from tests.kube import REPO, eventually, kubectl
+from tests.delivery.helm import built_images, install, uninstall
+from tests.kube import REPO, eventually, image, kubectl
 
 pytestmark = [pytest.mark.cluster, pytest.mark.node]
 
@@ -205,11 +205,7 @@ def run_lifecycle(api: client.ApiClient, life: Lifecycle) -> None:
     # 1. helm install, as a user would (namespace-scoped: only the workloads namespace).
     install(
         life.system,
-        {
-            "image.tag": "dev",
-            "runtime.image.tag": "dev",
-            "watchNamespaces": f"{{{life.workloads}}}",
-        },
+        {**built_images(), "watchNamespaces": f"{{{life.workloads}}}"},
         release=life.release,
         timeout="3m",
     )
@@ -309,7 +305,11 @@ def test_operator_runs_on_the_node_under_the_charts_service_account(lifecycle: L
     pod = lifecycle.operator_pod
     assert pod["spec"]["serviceAccountName"] == lifecycle.release
     assert pod["spec"]["nodeName"], "the operator pod was not scheduled"
-    assert pod["spec"]["containers"][0]["image"] == "mlplane/operator:dev"
+    assert pod["spec"]["containers"][0]["image"] == image("OPERATOR")
+    # The kubelet ran the image built from this checkout, by digest.
+    assert pod["status"]["containerStatuses"][0]["imageID"].endswith(
+        image("OPERATOR").split("@")[1]
+    )
     ready = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
     assert ready.get("Ready") == "True"
 

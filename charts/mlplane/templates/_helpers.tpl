@@ -39,12 +39,21 @@ app.kubernetes.io/part-of: mlplane
 {{- end -}}
 {{- end -}}
 
+{{/* An image reference: repository@digest when a digest is set, else repository:tag. */}}
+{{- define "mlplane.imageRef" -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .image.repository (default .appVersion .image.tag) -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "mlplane.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- include "mlplane.imageRef" (dict "image" .Values.image "appVersion" .Chart.AppVersion) -}}
 {{- end -}}
 
 {{- define "mlplane.runtimeImage" -}}
-{{- printf "%s:%s" .Values.runtime.image.repository (default .Chart.AppVersion .Values.runtime.image.tag) -}}
+{{- include "mlplane.imageRef" (dict "image" .Values.runtime.image "appVersion" .Chart.AppVersion) -}}
 {{- end -}}
 
 {{/* Kopf peering is on for HA (replicaCount > 1) or when asked for; "true" or "". */}}
