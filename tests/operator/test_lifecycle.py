@@ -109,6 +109,9 @@ def test_a_failing_run_reports_the_trainer_message_and_is_not_retried(
     )
     assert len(pods.items) == 1  # a user error fails the Job at once: backoffLimit not spent
     assert model_versions(kube_api, ns, "bad") == []
+    # The trainer's own words are in the pod's log, through the API server and the kubelet.
+    logs = kubectl("logs", "-n", ns, pods.items[0].metadata.name, "-c", "trainer").stdout
+    assert "NotAnEstimator" in logs
 
 
 def test_two_training_jobs_of_one_model_finishing_together_get_distinct_versions(

@@ -140,8 +140,32 @@ def trainer_message(pod: Manifest | None, container: str = "trainer") -> Manifes
     return None
 
 
-def failure_message(job_failure: str | None, message: Manifest | None) -> tuple[str, bool]:
+def oom_killed_limit(pod: Manifest | None, container: str = "trainer") -> str | None:
+    """The memory limit of `container` when the kernel killed it for exceeding it
+    (reason OOMKilled); "none" if it had no limit; None if it was not OOMKilled."""
+    if pod is None:
+        return None
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        terminated = (status.get("state") or {}).get("terminated") or {}
+        if status.get("name") == container and terminated.get("reason") == "OOMKilled":
+            for spec in (pod.get("spec") or {}).get("containers") or []:
+                if spec.get("name") == container:
+                    limits = (spec.get("resources") or {}).get("limits") or {}
+                    return str(limits.get("memory", "none"))
+            return "none"
+    return None
+
+
+def failure_message(
+    job_failure: str | None, message: Manifest | None, oom_limit: str | None = None
+) -> tuple[str, bool]:
     """(what a person should read, whether it is a user error that retrying cannot fix)."""
+    if oom_limit is not None:
+        return (
+            f"trainer OOMKilled: it used more than its memory limit ({oom_limit}); "
+            "raise spec.resources.limits.memory",
+            False,
+        )
     if message and message.get("error"):
         user_error = message.get("reason") == "UserError" or message.get("exitCode") == 2
         kind = "user error" if user_error else f"exit code {message.get('exitCode')}"

@@ -183,13 +183,13 @@ def _record(
                 body, "Normal", "VersionRegistered", f"run {run.name}: {record.message}"
             )
             return record
-    text, user_error = policy.failure_message(run.failure, message)
+    oom_limit = policy.oom_killed_limit(pod)
+    text, user_error = policy.failure_message(run.failure, message, oom_limit)
     record.outcome = RunOutcome.FAILED
     record.message = text[:1024]
     metrics.RUNS.labels(event="failed").inc()
-    kube.post_event(
-        body, "Warning", "UserError" if user_error else "RunFailed", f"run {run.name}: {text}"
-    )
+    reason = "OOMKilled" if oom_limit else "UserError" if user_error else "RunFailed"
+    kube.post_event(body, "Warning", reason, f"run {run.name}: {text}")
     return record
 
 

@@ -23,6 +23,7 @@ from mlplane_operator.policies.runs import (
     invalid_schedule,
     next_run_number,
     observe_job,
+    oom_killed_limit,
     schedule_due,
     trainer_message,
 )
@@ -391,3 +392,30 @@ def test_without_a_trainer_error_the_job_failure_is_reported() -> None:
         False,
     )
     assert failure_message(None, None) == ("the training Job failed", False)
+
+
+def oom_killed_pod(limits: Manifest | None) -> Manifest:
+    killed = pod("Traceback (most recent call last): ...", exit_code=137)
+    killed["status"]["containerStatuses"][0]["state"]["terminated"]["reason"] = "OOMKilled"
+    resources = {"limits": limits} if limits is not None else {}
+    killed["spec"] = {"containers": [{"name": "trainer", "resources": resources}]}
+    return killed
+
+
+def test_an_oom_killed_trainer_is_reported_with_its_memory_limit() -> None:
+    killed = oom_killed_pod({"memory": "64Mi", "cpu": "1"})
+    assert oom_killed_limit(killed) == "64Mi"
+    text, user_error = failure_message(
+        "BackoffLimitExceeded", trainer_message(killed), oom_killed_limit(killed)
+    )
+    assert text == (
+        "trainer OOMKilled: it used more than its memory limit (64Mi); "
+        "raise spec.resources.limits.memory"
+    )
+    assert user_error is False
+
+
+def test_oom_killed_without_a_limit_says_none_and_other_exits_are_not_oom() -> None:
+    assert oom_killed_limit(oom_killed_pod(None)) == "none"
+    assert oom_killed_limit(pod("boom", exit_code=1)) is None
+    assert oom_killed_limit(None) is None
