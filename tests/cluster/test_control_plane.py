@@ -10,7 +10,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.kube import eventually, kubectl
+from tests.kube import eventually, image, kubectl
 
 PINNED_VERSION = os.environ.get("KUBE_VERSION", "v1.37.2")
 
@@ -36,7 +36,7 @@ def test_deployment_gets_a_replicaset_from_the_controller_manager(
                 template=client.V1PodTemplateSpec(
                     metadata=client.V1ObjectMeta(labels=labels),
                     spec=client.V1PodSpec(
-                        containers=[client.V1Container(name="web", image="mlplane/runtime:dev")]
+                        containers=[client.V1Container(name="web", image=image("RUNTIME"))]
                     ),
                 ),
             ),

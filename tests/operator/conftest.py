@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.kube import REPO, kubectl
+from tests.kube import REPO, image, kubectl
 
 LOG_DIR = REPO / ".cluster" / "logs"
 GROUP, VERSION = "mlplane.io", "v1alpha1"
@@ -45,7 +45,7 @@ class OperatorProcess:
             **os.environ,
             "KUBECONFIG": self.kubeconfig,
             "MLPLANE_WATCH_NAMESPACES": "op-*",
-            "MLPLANE_RUNTIME_IMAGE": "mlplane/runtime:dev",
+            "MLPLANE_RUNTIME_IMAGE": image("RUNTIME"),
             "MLPLANE_METRICS_PORT": str(_free_port()),
             "MLPLANE_HEALTH_PORT": str(self.health_port),
         }
