@@ -35,7 +35,6 @@ RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",
     "pod-security.kubernetes.io/enforce-version": "latest",
 }
-POD_LOGS = REPO / ".cluster" / "logs" / "pods"
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]  # a setosa
 
 Manifest = dict[str, Any]
@@ -149,9 +148,11 @@ def diagnostics(api: client.ApiClient, life: Lifecycle) -> str:
 
 
 def operator_log(life: Lifecycle) -> str:
+    """The operator pod's log, through the API server and the kubelet (`kubectl logs`)."""
     pod = life.operator_pod.get("metadata", {}).get("name")
-    path = POD_LOGS / f"{life.system}_{pod}_operator.log"
-    return path.read_text(errors="replace") if pod and path.exists() else ""
+    if not pod:
+        return ""
+    return kubectl("logs", "-n", life.system, pod, "-c", "operator", check=False).stdout
 
 
 def infer(pod_ip: str) -> Manifest:
