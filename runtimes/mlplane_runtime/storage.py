@@ -20,7 +20,6 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,16 +137,46 @@ def read_bytes(uri: str) -> bytes:
         raise TransientError(f"{uri}: unreachable: {exc}") from exc
 
 
+class AlreadyPublishedError(UserError):
+    """The target of a publish holds a complete set already: it is never replaced."""
+
+
+def is_published(target_uri: str, commit_file: str) -> bool:
+    """Whether a complete set of files was published at `target_uri`."""
+    location = parse_uri(target_uri)
+    if location.scheme == "file":
+        assert location.path is not None
+        return location.path.exists()  # it appears only by an atomic rename
+    if location.scheme == "s3":
+        client = _s3_client()
+        try:
+            client.head_object(Bucket=location.bucket, Key=location.child(commit_file).key)
+        except Exception as exc:
+            error = _s3_error(exc, location.child(commit_file))
+            if isinstance(error, UserError) and "not found" in str(error):
+                return False
+            raise error from exc
+        return True
+    return False
+
+
 def publish_directory(target_uri: str, files: dict[str, bytes], commit_file: str) -> None:
-    """Write `files` under `target_uri` so that no half-written set is ever visible.
+    """Write `files` under `target_uri` so that no half-written set is ever visible, and
+    never over a set published before (raises AlreadyPublishedError): the artifacts of
+    a registered version must keep their sha256 for as long as anything serves them.
 
     On a file system the files go to a hidden sibling directory that is renamed into
-    place (a previous run with the same id is replaced). On S3, each PUT is atomic and
-    `commit_file` is written last: readers treat the run as complete only once it exists.
+    place; the rename fails when the target exists, so of two writers only one wins. On
+    S3, each PUT is atomic and `commit_file` is written last: readers treat the run as
+    complete only once it exists, and a target whose `commit_file` exists is refused
+    (checked before the first PUT: S3 has no rename, so two writers of one target at the
+    same moment are not excluded; the operator never starts two runs with one id).
     """
     location = parse_uri(target_uri)
     if location.scheme == "http":
         raise UserError(f"{target_uri}: cannot write to http(s) storage; use pvc://, s3://")
+    if is_published(target_uri, commit_file):
+        raise AlreadyPublishedError(f"{target_uri}: artifacts exist already; refusing to replace")
     if location.scheme == "s3":
         client = _s3_client()
         ordered = sorted(files, key=lambda name: name == commit_file)
@@ -172,13 +201,11 @@ def publish_directory(target_uri: str, files: dict[str, bytes], commit_file: str
                 handle.flush()
                 os.fsync(handle.fileno())
         os.chmod(staging, 0o755)
-        if final.exists():
-            trash = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(final, trash)
-            os.rename(staging, final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(staging, final)
+        os.rename(staging, final)  # fails when `final` exists (ENOTEMPTY, EEXIST)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if final.exists():
+            raise AlreadyPublishedError(
+                f"{target_uri}: artifacts exist already; refusing to replace"
+            ) from exc
         raise TransientError(f"{target_uri}: cannot write artifacts: {exc}") from exc
