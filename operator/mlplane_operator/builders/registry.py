@@ -74,6 +74,7 @@ def build_model_version(
                 labels.MODEL: spec.model,
                 labels.VERSION: str(version),
                 labels.TRAINING_JOB: tj.name,
+                labels.TRAINING_JOB_UID: tj.metadata["uid"],
                 labels.RUN: run,
             },
             "annotations": annotations,

@@ -35,6 +35,14 @@ class Run:
         return f"{training_job}-{self.number}"
 
 
+def artifact_run_id(job_name: str, training_job_uid: str) -> str:
+    """The run id the trainer publishes under (<storage>/<model>/<run id>/): the Job name
+    plus the TrainingJob's uid, so that a TrainingJob deleted and applied again (a GitOps
+    prune or replace), whose first Job has the same name, never writes where an earlier
+    incarnation's versions point. The trainer refuses to replace published artifacts."""
+    return f"{job_name}-{training_job_uid.replace('-', '')[:8]}"
+
+
 def storage_uri(tj: TrainingJob, settings: OperatorSettings) -> str:
     configured = tj.spec.output.storage_uri if tj.spec.output else None
     return str(configured or settings.storage_uri).rstrip("/")
@@ -69,7 +77,7 @@ def build_training_job(
     env: list[Manifest] = [
         {"name": "MLPLANE_TRAINING_SPEC", "value": json.dumps(trainer_spec(tj, settings))},
         {"name": "MLPLANE_MODEL", "value": spec.model},
-        {"name": "MLPLANE_RUN", "value": job_name},
+        {"name": "MLPLANE_RUN", "value": artifact_run_id(job_name, tj.metadata["uid"])},
         {"name": "MLPLANE_OUTPUT_URI", "value": output},
         {"name": "HOME", "value": "/tmp"},
         *s3_vars,

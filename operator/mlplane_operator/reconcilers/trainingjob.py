@@ -204,12 +204,19 @@ def _run_pod(namespace: str, job: str, succeeded: bool) -> Manifest | None:
 def _register(tj: TrainingJob, run: str, result: Manifest, settings: OperatorSettings) -> int:
     """Create `<model>-v<N>` with the next free N for the model, exactly once per run.
 
-    The run's label finds a version registered before a crash; `create` fails on a name
+    The version's labels (the TrainingJob's uid and the run) find a registration done
+    before a crash; a TrainingJob applied again under the same name is another
+    incarnation (another uid) and registers its own version. `create` fails on a name
     taken by a concurrent registration of the same model, and the next N is tried.
     """
-    existing = kube.list_(
-        "ModelVersion", tj.namespace, {labels.RUN: run, labels.TRAINING_JOB: tj.name}
-    )
+    uid = tj.metadata["uid"]
+    existing = [
+        mv
+        for mv in kube.list_(
+            "ModelVersion", tj.namespace, {labels.RUN: run, labels.TRAINING_JOB: tj.name}
+        )
+        if _registered_by(mv, tj.name, uid, run, result)
+    ]
     if existing:
         return int(existing[0]["spec"]["version"])
     image = tj.spec.image or settings.runtime_image
@@ -224,6 +231,20 @@ def _register(tj: TrainingJob, run: str, result: Manifest, settings: OperatorSet
             metrics.VERSIONS.inc()
             return version
     raise kube.TransientError(f"could not allocate a version number for {tj.spec.model}")
+
+
+def _registered_by(mv: Manifest, tj_name: str, uid: str, run: str, result: Manifest) -> bool:
+    found = mv["metadata"].get("labels") or {}
+    if found.get(labels.TRAINING_JOB) != tj_name or found.get(labels.RUN) != run:
+        return False
+    if labels.TRAINING_JOB_UID in found:
+        return bool(found[labels.TRAINING_JOB_UID] == uid)
+    # Registered before versions carried the uid: the same run only if the same artifact.
+    artifact = mv["spec"].get("artifact") or {}
+    return bool(
+        artifact.get("uri") == result["artifact"].get("uri")
+        and artifact.get("sha256") == result["artifact"].get("sha256")
+    )
 
 
 def _headline(tj: TrainingJob, values: Manifest) -> MetricValue | None:

@@ -136,12 +136,13 @@ def test_baseline_without_a_digest_is_not_recorded() -> None:
     ModelVersion.model_validate(mv)
 
 
-def test_version_is_labelled_for_lookup_by_model_run_and_trainingjob() -> None:
+def test_version_is_labelled_for_lookup_by_model_run_and_trainingjob_incarnation() -> None:
     assert build()["metadata"]["labels"] == {
         "app.kubernetes.io/managed-by": "mlplane",
         labels.MODEL: "iris",
         labels.VERSION: "4",
         labels.TRAINING_JOB: "iris",
+        labels.TRAINING_JOB_UID: trainingjob_body()["metadata"]["uid"],
         labels.RUN: "iris-7",
     }
 

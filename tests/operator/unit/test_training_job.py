@@ -69,8 +69,15 @@ def test_trainer_receives_the_spec_and_its_identity_through_the_environment() ->
     }
     assert spec["validation"] == {"testSize": 0.25, "seed": 42, "metrics": ["accuracy", "f1_macro"]}
     assert env["MLPLANE_MODEL"] == "iris"
-    assert env["MLPLANE_RUN"] == "iris-3"
+    assert env["MLPLANE_RUN"] == "iris-3-" + trainingjob_body()["metadata"]["uid"][:8]
     assert env["HOME"] == "/tmp"
+
+
+def test_a_training_job_applied_again_under_its_name_publishes_under_another_run_id() -> None:
+    first, again = trainingjob_body(), trainingjob_body()
+    again["metadata"]["uid"] = "0b5e7c1a-0000-4000-8000-000000000001"
+    ids = {env_of(trainer(build(body)))["MLPLANE_RUN"] for body in (first, again)}
+    assert len(ids) == 2  # the same Job name, iris-3, never the same artifact directory
 
 
 def test_trainer_spec_leaves_out_what_only_the_operator_reads() -> None:
