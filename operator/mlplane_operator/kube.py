@@ -40,6 +40,7 @@ RESOURCES: dict[str, Resource] = {
     "Job": Resource("batch/v1", "jobs"),
     "Deployment": Resource("apps/v1", "deployments"),
     "Service": Resource("v1", "services"),
+    "ConfigMap": Resource("v1", "configmaps"),
     "PersistentVolumeClaim": Resource("v1", "persistentvolumeclaims"),
     "Pod": Resource("v1", "pods"),
     "HorizontalPodAutoscaler": Resource("autoscaling/v2", "horizontalpodautoscalers"),
@@ -158,17 +159,47 @@ def create(manifest: Manifest) -> Manifest | None:
     return created
 
 
+class Conflict(RuntimeError):
+    """A write whose resourceVersion precondition failed: someone wrote first. Read the
+    object again and decide again."""
+
+
+def replace(manifest: Manifest) -> Manifest:
+    """PUT the whole object; with metadata.resourceVersion set, only over that version
+    (raises Conflict otherwise)."""
+    metadata = manifest["metadata"]
+    try:
+        replaced: Manifest = _call(
+            "PUT",
+            RESOURCES[manifest["kind"]].path(metadata["namespace"], metadata["name"]),
+            body=manifest,
+            query=[("fieldManager", FIELD_MANAGER)],
+        )
+    except ApiException as error:
+        if error.status == 409:
+            raise Conflict(error_message(error)) from error
+        raise
+    return replaced
+
+
 def patch_merge(
     kind: str, namespace: str, name: str, patch: Manifest, status: bool = False
 ) -> Manifest:
+    """A JSON merge patch; one that sets metadata.resourceVersion applies only over that
+    version (raises Conflict otherwise)."""
     path = RESOURCES[kind].path(namespace, name) + ("/status" if status else "")
-    patched: Manifest = _call(
-        "PATCH",
-        path,
-        body=patch,
-        content_type="application/merge-patch+json",
-        query=[("fieldManager", FIELD_MANAGER)],
-    )
+    try:
+        patched: Manifest = _call(
+            "PATCH",
+            path,
+            body=patch,
+            content_type="application/merge-patch+json",
+            query=[("fieldManager", FIELD_MANAGER)],
+        )
+    except ApiException as error:
+        if error.status == 409:
+            raise Conflict(error_message(error)) from error
+        raise
     return patched
 
 

@@ -11,6 +11,11 @@ from mlplane_operator.api.v1alpha1 import API_VERSION, TrainingJob, version_name
 Manifest = dict[str, Any]
 
 
+def ledger_name(model: str) -> str:
+    """The ConfigMap of a model's version ledger."""
+    return f"mlplane-versions-{model}"
+
+
 def build_model_version(
     tj: TrainingJob, run: str, result: Manifest, version: int, image: str
 ) -> Manifest:
@@ -81,3 +86,22 @@ def build_model_version(
         },
         "spec": model_spec,
     }
+
+
+def build_version_ledger(
+    model: str, namespace: str, data: dict[str, str], resource_version: str | None
+) -> Manifest:
+    """The ConfigMap that keeps a model's version numbers (policies.versions). No owner:
+    it outlives every ModelVersion and TrainingJob of the model, which is its point."""
+    metadata: Manifest = {
+        "name": ledger_name(model),
+        "namespace": namespace,
+        "labels": {**labels.MANAGED_BY, labels.MODEL: model},
+        "annotations": {
+            f"{labels.PREFIX}/description": "version numbers given to this model; the "
+            "operator never gives a number twice. Written by mlplane, do not edit."
+        },
+    }
+    if resource_version is not None:
+        metadata["resourceVersion"] = resource_version
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}

@@ -18,6 +18,7 @@ from mlplane_operator.api.v1alpha1 import ModelVersion
 from mlplane_operator.builders.verification import build_verification_job, verification_job_name
 from mlplane_operator.policies import runs as job_policy
 from mlplane_operator.policies.promotion import evaluate_auto_promote
+from mlplane_operator.reconcilers import ledger
 from mlplane_operator.reconcilers.locks import object_lock, reconcile_latest
 from mlplane_operator.settings import OperatorSettings
 
@@ -98,6 +99,7 @@ def _verification(
         return mv.status.verified, mv.status.message or "", _iso(decided) if decided else None
     job = kube.get("Job", mv.namespace, verification_job_name(mv))
     if job is None:
+        ledger.record_used(mv.spec.model, mv.namespace, mv.spec.version)
         kube.create(build_verification_job(mv, body, settings))
         kube.post_event(body, "Normal", "Verifying", f"verifying artifact {mv.spec.artifact.uri}")
         return None, "a verification Job is checking the artifact", None

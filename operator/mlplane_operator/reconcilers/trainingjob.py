@@ -19,6 +19,8 @@ from mlplane_operator.builders.registry import build_model_version
 from mlplane_operator.builders.training import Run, build_training_job, storage_uri
 from mlplane_operator.builders.workloads import build_storage_claim, claims_of
 from mlplane_operator.policies import runs as policy
+from mlplane_operator.policies import versions
+from mlplane_operator.reconcilers import ledger
 from mlplane_operator.reconcilers.locks import object_lock, reconcile_latest
 from mlplane_operator.settings import OperatorSettings
 
@@ -202,34 +204,41 @@ def _run_pod(namespace: str, job: str, succeeded: bool) -> Manifest | None:
 
 
 def _register(tj: TrainingJob, run: str, result: Manifest, settings: OperatorSettings) -> int:
-    """Create `<model>-v<N>` with the next free N for the model, exactly once per run.
+    """Create `<model>-v<N>` for this run exactly once, with a number never given before.
 
-    The version's labels (the TrainingJob's uid and the run) find a registration done
-    before a crash; a TrainingJob applied again under the same name is another
-    incarnation (another uid) and registers its own version. `create` fails on a name
-    taken by a concurrent registration of the same model, and the next N is tried.
+    The number comes from the model's version ledger (policies.versions), written with a
+    resourceVersion precondition, so that two replicas, two TrainingJobs of one model or
+    a crash at any point never give one number twice nor one run two numbers. The
+    version's labels (the TrainingJob's uid and the run) find a registration done before
+    a crash; a TrainingJob applied again under the same name is another incarnation
+    (another uid) and registers its own version.
     """
     uid = tj.metadata["uid"]
-    existing = [
-        mv
-        for mv in kube.list_(
-            "ModelVersion", tj.namespace, {labels.RUN: run, labels.TRAINING_JOB: tj.name}
-        )
-        if _registered_by(mv, tj.name, uid, run, result)
-    ]
-    if existing:
-        return int(existing[0]["spec"]["version"])
+    key = versions.run_key(uid, run)
     image = tj.spec.image or settings.runtime_image
     for _ in range(MAX_REGISTRATION_ATTEMPTS):
-        versions = [
-            int(mv["spec"]["version"])
-            for mv in kube.list_("ModelVersion", tj.namespace)
+        model_versions = [
+            mv
+            for mv in kube.list_("ModelVersion", tj.namespace)  # hand-applied ones have no labels
             if mv["spec"].get("model") == tj.spec.model
         ]
-        version = max(versions, default=0) + 1
-        if kube.create(build_model_version(tj, run, result, version, image)) is not None:
+        mine = [mv for mv in model_versions if _registered_by(mv, tj.name, uid, run, result)]
+        if mine:
+            return int(mine[0]["spec"]["version"])
+        stored, current = ledger.read(tj.spec.model, tj.namespace)
+        allocation = versions.allocate(
+            current, key, {int(mv["spec"]["version"]) for mv in model_versions}
+        )
+        if allocation.changed and not ledger.write(
+            tj.spec.model, tj.namespace, stored, allocation.ledger
+        ):
+            continue  # another allocation won: read again
+        manifest = build_model_version(tj, run, result, allocation.version, image)
+        if kube.create(manifest) is not None:
             metrics.VERSIONS.inc()
-            return version
+            return allocation.version
+        # The name exists: ours (a concurrent pass of this run) or one applied by hand;
+        # the next attempt finds the former by its labels and steps over the latter.
     raise kube.TransientError(f"could not allocate a version number for {tj.spec.model}")
 
 
