@@ -339,6 +339,9 @@ _INVALID: dict[str, tuple[Manifest, str]] = {
         "spec.registration.stage", ("spec.registration.stage", "Archived")
     ),
     "tj-schedule-not-cron": _tj("spec.schedule", ("spec.schedule", "every night")),
+    "tj-schedule-six-fields": _tj("spec.schedule", ("spec.schedule", "*/5 * * * * *")),
+    "tj-schedule-february-30": _tj("spec.schedule", ("spec.schedule", "0 0 30 2 *")),
+    "tj-schedule-april-31": _tj("spec.schedule", ("spec.schedule", "0 12 31 apr *")),
     "tj-backoff-limit-negative": _tj(
         "spec.runPolicy.backoffLimit", ("spec.runPolicy.backoffLimit", -1)
     ),

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 from mlplane_operator import labels
 
@@ -81,9 +81,34 @@ def schedule_due(schedule: str, last: datetime, now: datetime) -> tuple[datetime
     return (latest if latest > last else None), upcoming
 
 
-def invalid_schedule(schedule: str | None) -> str | None:
-    if schedule and not croniter.is_valid(schedule):
-        return f"spec.schedule {schedule!r} is not a valid cron expression"
+CRON_FIELDS = "minute hour day-of-month month day-of-week"
+
+
+def invalid_schedule(schedule: str | None, now: datetime | None = None) -> str | None:
+    """Why `schedule` cannot drive runs, naming the field, or None when it can. Beyond
+    what admission rejects (bad syntax, six fields, 30 February), this finds expressions
+    admitted by an older CRD and those that never fire (e.g. "0 0 31 2,4 *")."""
+    if not schedule:
+        return None
+    fields = schedule.split()
+    if not schedule.startswith("@") and len(fields) != 5:
+        seconds = "; per-second schedules are not supported" if len(fields) == 6 else ""
+        return (
+            f"spec.schedule {schedule!r} has {len(fields)} fields; a schedule has exactly "
+            f"five ({CRON_FIELDS}){seconds}"
+        )
+    if not croniter.is_valid(schedule):
+        return (
+            f"spec.schedule {schedule!r} is not a valid cron expression "
+            f"({CRON_FIELDS}, or @hourly, @daily, ...)"
+        )
+    try:
+        croniter(schedule, now or datetime.now(UTC)).get_next(datetime)
+    except CroniterError:
+        return (
+            f"spec.schedule {schedule!r} never fires: no date matches it "
+            "(e.g. a day of the month that its months do not have)"
+        )
     return None
 
 
@@ -110,7 +135,7 @@ def decide_run(
     answered = {run.retrain_request for run in runs if run.retrain_request}
     if retrain_request and retrain_request not in answered:
         return RunDecision("Retrain", retrain_request=retrain_request)
-    if schedule and not invalid_schedule(schedule):
+    if schedule and not invalid_schedule(schedule, now):
         due, _ = schedule_due(schedule, last_schedule, now)
         if due is not None:
             return RunDecision("Schedule", schedule_time=due)

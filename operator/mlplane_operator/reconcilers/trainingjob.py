@@ -61,17 +61,21 @@ def _reconcile(body: Manifest, settings: OperatorSettings) -> None:
         if run.suspended != suspend:
             kube.patch_merge("Job", tj.namespace, run.name, {"spec": {"suspend": suspend}})
 
-    schedule_error = policy.invalid_schedule(tj.spec.schedule)
+    schedule_error = policy.invalid_schedule(tj.spec.schedule, now)
     last_schedule = _last_schedule(tj, jobs)
-    decision = policy.decide_run(
-        generation=tj.metadata.get("generation", 1),
-        runs=observed,
-        history_generations={r.generation for r in history.values() if r.generation},
-        retrain_request=(tj.metadata.get("annotations") or {}).get(labels.RETRAIN_REQUESTED),
-        schedule=tj.spec.schedule,
-        last_schedule=last_schedule,
-        now=now,
-        suspended=suspend,
+    decision = (
+        None
+        if schedule_error
+        else policy.decide_run(
+            generation=tj.metadata.get("generation", 1),
+            runs=observed,
+            history_generations={r.generation for r in history.values() if r.generation},
+            retrain_request=(tj.metadata.get("annotations") or {}).get(labels.RETRAIN_REQUESTED),
+            schedule=tj.spec.schedule,
+            last_schedule=last_schedule,
+            now=now,
+            suspended=suspend,
+        )
     )
     if decision is not None:
         started = _start_run(tj, body, decision, observed, history, settings)
@@ -83,6 +87,18 @@ def _reconcile(body: Manifest, settings: OperatorSettings) -> None:
     _write_status(
         tj, body, list(history.values()), active_run, last_schedule, schedule_error, now, settings
     )
+
+
+def _announce_stall(tj: TrainingJob, body: Manifest, reason: str, message: str) -> None:
+    """One Warning Event when the TrainingJob becomes Stalled for `reason`, not one per
+    pass: the stored Stalled condition says whether it was announced."""
+    stored = conditions.find([c.to_json() for c in tj.status.conditions], "Stalled") or {}
+    if (stored.get("status"), stored.get("reason"), stored.get("message")) != (
+        "True",
+        reason,
+        message,
+    ):
+        kube.post_event(body, "Warning", reason, message)
 
 
 def _last_schedule(tj: TrainingJob, jobs: list[Manifest]) -> datetime:
@@ -283,6 +299,7 @@ def _write_status(
     generation = tj.metadata.get("generation", 1)
     if schedule_error:
         phase, observed = "Failed", conditions.stalled("InvalidSchedule", schedule_error)
+        _announce_stall(tj, body, "InvalidSchedule", schedule_error)
     elif tj.spec.run_policy.suspend:
         phase, observed = "Suspended", conditions.ready("Suspended", "the TrainingJob is suspended")
     elif active_run:
@@ -309,6 +326,7 @@ def _write_status(
             [c.to_json() for c in tj.status.conditions], observed, generation
         ),
     }
+    status["nextScheduleTime"] = None
     if tj.spec.schedule and not schedule_error:
         _, upcoming = policy.schedule_due(tj.spec.schedule, last_schedule, now)
         status["nextScheduleTime"] = upcoming.strftime("%Y-%m-%dT%H:%M:%SZ")

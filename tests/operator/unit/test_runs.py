@@ -292,6 +292,27 @@ def test_invalid_schedule_is_reported_naming_the_field_and_value(schedule: str) 
     assert repr(schedule) in message
 
 
+@pytest.mark.parametrize(
+    ("schedule", "says"),
+    [
+        ("0 0 30 2 *", "never fires"),  # admitted by a CRD from before the rule
+        ("0 0 31 2,4 *", "never fires"),  # beyond what the admission rule can see
+        ("* * * * * *", "per-second schedules are not supported"),
+    ],
+)
+def test_a_schedule_that_never_fires_or_fires_every_second_is_refused(
+    schedule: str, says: str
+) -> None:
+    message = invalid_schedule(schedule, NOW)
+    assert message is not None
+    assert message.startswith(f"spec.schedule {schedule!r}")
+    assert says in message
+
+
+def test_february_30_with_a_day_of_week_fires_on_that_weekday() -> None:
+    assert invalid_schedule("0 0 30 2 1", NOW) is None  # cron ORs the two day fields
+
+
 def test_no_schedule_is_not_an_error() -> None:
     assert invalid_schedule(None) is None
 

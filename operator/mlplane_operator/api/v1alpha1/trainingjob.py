@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
@@ -33,7 +34,14 @@ from mlplane_operator.api.v1alpha1.common import (
     check_unique_names,
 )
 
-CRON = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4,5}\S+)$"
+CRON = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"
+# Five fields whose day of month never occurs in their month (and no day of week that
+# would fire instead): 30 or 31 February, 31 April, June, September or November. The
+# operator also refuses any other expression that never fires (lists, ranges).
+NEVER_FIRES = (
+    r"(?i)^\S+\s+\S+\s+(0?(30|31)|30,31|31,30)\s+(0?2|feb)\s+[*?]$"
+    r"|^\S+\s+\S+\s+31\s+(0?4|0?6|0?9|11|apr|jun|sep|nov)\s+[*?]$"
+)
 LOWER_IS_BETTER = frozenset({"rmse", "mae"})
 
 
@@ -244,6 +252,13 @@ class TrainingJobSpec(KubeModel):
 
     rules = (
         Rule(
+            cel=f"!has(self.schedule) || !self.schedule.matches({NEVER_FIRES!r})",
+            message="spec.schedule never fires: that day of the month does not exist in "
+            "that month (30 or 31 February, 31 April, June, September or November)",
+            check=lambda s: s.schedule is None or not re.search(NEVER_FIRES, s.schedule),
+            field_path=".schedule",
+        ),
+        Rule(
             cel="!has(self.registration) || !has(self.registration.autoPromote) || "
             "!has(self.validation) || !has(self.validation.metrics) || "
             "self.registration.autoPromote.metric in self.validation.metrics",
@@ -279,9 +294,11 @@ class TrainingJobSpec(KubeModel):
     """How a successful run is registered: the stage the new ModelVersion gets (default
     None) and an optional autoPromote policy for Production."""
     schedule: Annotated[str, StringConstraints(pattern=CRON, max_length=128)] | None = None
-    """Retrain on a cron schedule (five fields, e.g. "0 3 * * *", or @daily, @hourly,
-    ...; times in UTC). A run is skipped while another is active. The operator reports
-    an expression it cannot parse in the Stalled condition."""
+    """Retrain on a cron schedule (exactly five fields: minute hour day-of-month month
+    day-of-week, e.g. "0 3 * * *", or @daily, @hourly, ...; times in UTC; no seconds
+    field). A run is skipped while another is active. An expression that cannot be
+    parsed or never fires stalls the TrainingJob (Stalled names spec.schedule) and
+    starts no run."""
     run_policy: RunPolicy = Field(
         default_factory=RunPolicy, json_schema_extra=defaults_to_empty_object()
     )
