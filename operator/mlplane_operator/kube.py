@@ -283,7 +283,9 @@ def _without_nulls(value: Any) -> Any:
 
 def write_status_if_changed(body: Manifest, status: Manifest) -> bool:
     """Merge-patch the status subresource when `status` differs from what is stored
-    (None values remove fields). Returns whether it wrote."""
+    (None values remove fields), only over the resourceVersion `status` was computed
+    from: a write by another replica (or an older pass) in between raises Conflict
+    instead of being overwritten. Returns whether it wrote."""
     stored = _without_nulls(dict(body.get("status") or {}))
     wanted = _without_nulls(status)
     if all(stored.get(key) == value for key, value in wanted.items()) and all(
@@ -291,7 +293,6 @@ def write_status_if_changed(body: Manifest, status: Manifest) -> bool:
     ):
         return False
     metadata = body["metadata"]
-    patch_merge(
-        body["kind"], metadata["namespace"], metadata["name"], {"status": status}, status=True
-    )
+    patch = {"metadata": {"resourceVersion": metadata["resourceVersion"]}, "status": status}
+    patch_merge(body["kind"], metadata["namespace"], metadata["name"], patch, status=True)
     return True

@@ -140,10 +140,11 @@ def _start_run(
                         f"run {job['metadata']['name']} started ({decision.trigger})")  # fmt: skip
     if decision.retrain_request:
         # The request is answered: consume it, so it cannot start a second run.
-        kube.patch_merge(
+        consumed = kube.patch_merge(
             "TrainingJob", tj.namespace, tj.name,
             {"metadata": {"annotations": {labels.RETRAIN_REQUESTED: None}}},
         )  # fmt: skip
+        body["metadata"]["resourceVersion"] = consumed["metadata"]["resourceVersion"]
     return TrainingRun(
         name=job["metadata"]["name"],
         job=job["metadata"]["name"],
