@@ -131,8 +131,9 @@ def build_training_job(
     }
     if policy.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = policy.active_deadline_seconds
-    if policy.ttl_seconds_after_finished is not None:
-        job_spec["ttlSecondsAfterFinished"] = policy.ttl_seconds_after_finished
+    # No ttlSecondsAfterFinished: the TTL controller would delete the Job, and the pod
+    # with the trainer's result, before the operator has read it. The operator deletes a
+    # finished run's Job itself once the run is recorded (policies.runs.collectable).
     metadata = child_metadata(job_name, tj.namespace, body, run_labels)
     metadata["annotations"] = {
         labels.TRIGGER: run.trigger,

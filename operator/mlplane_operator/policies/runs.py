@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from croniter import CroniterError, croniter
 
 from mlplane_operator import labels
+from mlplane_operator.api.v1alpha1 import TrainingRun
 
 Manifest = dict[str, Any]
 RUNNING, SUCCEEDED, FAILED = "Running", "Succeeded", "Failed"
@@ -172,3 +173,22 @@ def failure_message(job_failure: str | None, message: Manifest | None) -> tuple[
         kind = "user error" if user_error else f"exit code {message.get('exitCode')}"
         return f"trainer failed ({kind}): {message['error']}", user_error
     return job_failure or "the training Job failed", False
+
+
+def collectable(
+    outcome: str, completion_time: datetime | None, ttl_seconds: int | None, now: datetime
+) -> bool:
+    """Whether a run's Job may be deleted now: the run is recorded as finished (so its
+    result is in the status and, if it succeeded, its version exists) and the TrainingJob's
+    ttlSecondsAfterFinished has passed since it ended."""
+    if ttl_seconds is None or outcome not in (SUCCEEDED, FAILED) or completion_time is None:
+        return False
+    return completion_time + timedelta(seconds=ttl_seconds) <= now
+
+
+def lost_runs(history: list[TrainingRun], job_names: set[str]) -> list[TrainingRun]:
+    """Runs the status records as started but not finished whose Job no longer exists
+    (deleted by a person, or by a TTL controller before the operator read the result):
+    they are resumed under the same run id, whose trainer reports the result it
+    published, or trains again if it never published."""
+    return [run for run in history if run.outcome.value == RUNNING and run.job not in job_names]

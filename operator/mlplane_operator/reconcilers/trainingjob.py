@@ -27,6 +27,7 @@ from mlplane_operator.settings import OperatorSettings
 Manifest = dict[str, Any]
 log = logging.getLogger(__name__)
 SCHEDULE_TIME = f"{labels.PREFIX}/schedule-time"
+RESUMED = f"{labels.PREFIX}/resumed"  # on a training Job created again for a lost run
 MAX_REGISTRATION_ATTEMPTS = 20
 
 
@@ -47,6 +48,7 @@ def _reconcile(body: Manifest, settings: OperatorSettings) -> None:
     ]
     observed = sorted((policy.observe_job(job) for job in jobs), key=lambda r: r.number)
     history: dict[str, TrainingRun] = {run.name: run for run in tj.status.runs}
+    _collect_recorded_jobs(tj, observed, now)
 
     for run in observed:
         previous = history.get(run.name)
@@ -56,6 +58,10 @@ def _reconcile(body: Manifest, settings: OperatorSettings) -> None:
 
     active = [run for run in observed if run.outcome == policy.RUNNING]
     active_run = active[0].name if active else None
+    lost = policy.lost_runs(list(history.values()), {run.name for run in observed})
+    for lost_run in lost:
+        history[lost_run.name] = _resume(tj, body, lost_run, settings)
+        active_run = active_run or lost_run.name
     suspend = tj.spec.run_policy.suspend
     for run in active:
         if run.suspended != suspend:
@@ -65,7 +71,7 @@ def _reconcile(body: Manifest, settings: OperatorSettings) -> None:
     last_schedule = _last_schedule(tj, jobs)
     decision = (
         None
-        if schedule_error
+        if schedule_error or lost
         else policy.decide_run(
             generation=tj.metadata.get("generation", 1),
             runs=observed,
@@ -155,6 +161,44 @@ def _start_run(
     )
 
 
+def _collect_recorded_jobs(
+    tj: TrainingJob, observed: list[policy.ObservedRun], now: datetime
+) -> None:
+    """runPolicy.ttlSecondsAfterFinished, applied by the operator: a finished run's Job
+    (and its pods, by garbage collection) goes only once the stored status records the
+    run, so the result is never lost with it."""
+    ttl = tj.spec.run_policy.ttl_seconds_after_finished
+    recorded = {run.name: run for run in tj.status.runs}
+    for run in observed:
+        stored = recorded.get(run.name)
+        if stored and policy.collectable(stored.outcome.value, stored.completion_time, ttl, now):
+            kube.delete("Job", tj.namespace, run.name)
+
+
+def _resume(
+    tj: TrainingJob, body: Manifest, run: TrainingRun, settings: OperatorSettings
+) -> TrainingRun:
+    """Create the Job of a run again, under its run id, after it was deleted before its
+    result was read: the trainer reports the result it published, or trains again if
+    it had not got that far. The run keeps its place in the history."""
+    number = run.name.rsplit("-", 1)[-1]
+    if not number.isdigit() or Run(int(number), "Spec", 1).job_name(tj.name) != run.name:
+        run.outcome, run.message = RunOutcome.FAILED, "its Job was deleted before it finished"
+        return run
+    trigger = run.trigger.value if run.trigger else "Spec"
+    resumed = Run(int(number), trigger, run.generation or tj.metadata.get("generation", 1))
+    job = build_training_job(tj, body, resumed, settings)
+    job["metadata"]["annotations"][RESUMED] = "true"
+    if kube.create(job) is not None:
+        text = (
+            f"run {run.name}: its Job was deleted before its result was read; started it "
+            "again under the same run id (it reports what it published, or trains again)"
+        )
+        kube.post_event(body, "Normal", "RunResumed", text)
+    run.message = "resumed: its Job was deleted before its result was read"
+    return run
+
+
 def _ensure_default_storage(tj: TrainingJob, settings: OperatorSettings) -> None:
     """Create the operator's default artifacts PVC in this namespace on first use. It is
     user data: nothing owns it, so it outlives TrainingJobs and the operator itself."""
@@ -188,6 +232,14 @@ def _record(
         return record
     pod = _run_pod(tj.namespace, run.name, succeeded=run.outcome == policy.SUCCEEDED)
     message = policy.trainer_message(pod)
+    if run.outcome == policy.SUCCEEDED and pod is None:
+        # The pod with the result is gone (pod garbage collection, a node lost): delete
+        # the Job too, so that the run is resumed and its trainer reports the result
+        # from result.json next to the artifacts.
+        kube.delete("Job", tj.namespace, run.name)
+        record.outcome = RunOutcome.RUNNING
+        record.message = "the trainer's pod is gone; reading the run's result again"
+        return record
     if run.outcome == policy.SUCCEEDED:
         if not message or "artifact" not in message:
             record.outcome = RunOutcome.FAILED

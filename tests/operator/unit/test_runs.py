@@ -11,6 +11,7 @@ import pytest
 from croniter import croniter
 
 from mlplane_operator import labels
+from mlplane_operator.api.v1alpha1 import TrainingRun
 from mlplane_operator.builders.training import Run, build_training_job
 from mlplane_operator.policies.runs import (
     FAILED,
@@ -18,9 +19,11 @@ from mlplane_operator.policies.runs import (
     SUCCEEDED,
     ObservedRun,
     RunDecision,
+    collectable,
     decide_run,
     failure_message,
     invalid_schedule,
+    lost_runs,
     next_run_number,
     observe_job,
     schedule_due,
@@ -412,3 +415,25 @@ def test_without_a_trainer_error_the_job_failure_is_reported() -> None:
         False,
     )
     assert failure_message(None, None) == ("the training Job failed", False)
+
+
+# the lifetime of a run's Job
+
+
+def test_a_finished_run_is_collected_only_once_recorded_and_its_ttl_has_passed() -> None:
+    ended = NOW - timedelta(seconds=30)
+    assert collectable(SUCCEEDED, ended, 30, NOW)
+    assert collectable(FAILED, ended, 0, NOW)
+    assert not collectable(SUCCEEDED, ended, 60, NOW)  # not yet
+    assert not collectable(RUNNING, ended, 0, NOW)  # not recorded as finished
+    assert not collectable(SUCCEEDED, ended, None, NOW)  # no TTL: kept
+    assert not collectable(SUCCEEDED, None, 0, NOW)
+
+
+def test_a_started_run_whose_job_is_gone_is_lost_and_a_finished_one_is_not() -> None:
+    history = [
+        TrainingRun(name="iris-1", job="iris-1", outcome="Succeeded"),
+        TrainingRun(name="iris-2", job="iris-2", outcome="Running"),
+        TrainingRun(name="iris-3", job="iris-3", outcome="Running"),
+    ]
+    assert [run.name for run in lost_runs(history, {"iris-3"})] == ["iris-2"]

@@ -240,7 +240,8 @@ class RunPolicy(KubeModel):
     active_deadline_seconds: Annotated[int, Field(ge=1)] | None = None
     """A run still going after this many seconds is stopped and fails."""
     ttl_seconds_after_finished: Annotated[int, Field(ge=0)] | None = None
-    """Delete a finished run's Job (and pods) this many seconds after it ends."""
+    """Delete a finished run's Job (and pods) this many seconds after it ends. The
+    operator deletes it, only once it has recorded the run's result."""
     suspend: bool = False
     """Suspend the TrainingJob: no new runs start (schedule included) and a running one
     is stopped."""
