@@ -142,8 +142,14 @@ def apply(manifest: Manifest) -> Manifest:
     return applied
 
 
+class Rejected(RuntimeError):
+    """The API server refused the object itself (400, 422): sending it again cannot
+    help. The message is the API server's, which names the field."""
+
+
 def create(manifest: Manifest) -> Manifest | None:
-    """Create; None when an object of that name already exists (the caller decides)."""
+    """Create; None when an object of that name already exists (the caller decides);
+    raises Rejected when the API server refuses the object."""
     resource = RESOURCES[manifest["kind"]]
     try:
         created: Manifest = _call(
@@ -155,6 +161,8 @@ def create(manifest: Manifest) -> Manifest | None:
     except ApiException as error:
         if error.status == 409:
             return None
+        if error.status in (400, 422):
+            raise Rejected(error_message(error)) from error
         raise
     return created
 

@@ -12,6 +12,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from mlplane_operator import __version__
+from mlplane_operator.api.v1alpha1.trainingjob import MAX_RUN_HISTORY
 
 STORAGE_SCHEMES = ("pvc://", "s3://")  # what a ModelVersion artifact.uri can record
 
@@ -53,7 +54,13 @@ class OperatorSettings(BaseSettings):
     service_monitors: bool = Field(
         default=False, description="Create ServiceMonitors when asked and the CRD exists."
     )
-    run_history_limit: int = Field(default=10, ge=1, le=100)
+    run_history_limit: int = Field(
+        default=10,
+        ge=1,
+        le=MAX_RUN_HISTORY,
+        description="Runs kept in a TrainingJob's status.runs (the CRD allows at most "
+        f"{MAX_RUN_HISTORY}: a longer history could never be written).",
+    )
     resync_seconds: float = Field(
         default=5.0, gt=0, description="How often every object is reconciled without an event."
     )

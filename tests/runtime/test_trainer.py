@@ -24,6 +24,7 @@ from mlplane_runtime.storage import AlreadyPublishedError, publish_directory
 from mlplane_runtime.trainer import train as training
 from mlplane_runtime.trainer.convert import check_parity, to_onnx
 from mlplane_runtime.trainer.estimators import ALLOWED
+from mlplane_runtime.trainer.evaluation import evaluate
 from mlplane_runtime.trainer.spec import parse_spec
 from tests.runtime.conftest import BIN, TrainedModel, train_model
 
@@ -388,3 +389,8 @@ def test_artifacts_of_another_run_under_the_same_id_are_never_replaced(tmp_path:
     with pytest.raises(UserError, match="refusing to replace"):
         training.train(_iris_spec(), training.RunIdentity("iris", "run-1", str(tmp_path)))
     assert (run_dir / "model.onnx").read_bytes() == b"registered elsewhere"
+
+
+def test_a_metric_that_is_not_a_number_fails_the_run_naming_the_metric_and_the_fix() -> None:
+    with pytest.raises(UserError, match=r"metric 'r2' is nan .* 1 row\(s\).*testSize"):
+        evaluate(("r2",), np.array([1.0]), np.array([2.0]), None)

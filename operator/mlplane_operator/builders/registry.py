@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from mlplane_operator import labels
 from mlplane_operator.api.v1alpha1 import API_VERSION, TrainingJob, version_name
 
 Manifest = dict[str, Any]
+TRUNCATED = {"truncated": True}  # what the trainer puts for a part shed to fit in 4 KiB
 
 
 def ledger_name(model: str) -> str:
@@ -38,7 +40,7 @@ def build_model_version(
         "estimator": {"class": estimator.get("class", spec.estimator.class_)},
         "image": image,
     }
-    if estimator.get("params"):
+    if estimator.get("params") and estimator["params"] != TRUNCATED:
         lineage["estimator"]["params"] = estimator["params"]
     dataset = result.get("dataset") or {}
     if dataset.get("uri"):
@@ -56,12 +58,13 @@ def build_model_version(
     }
     if artifact.get("sizeBytes") is not None:
         model_spec["artifact"]["sizeBytes"] = artifact["sizeBytes"]
-    if result.get("signature"):
-        model_spec["signature"] = result["signature"]
+    signature = result.get("signature")
+    if isinstance(signature, dict) and "inputs" in signature and "outputs" in signature:
+        model_spec["signature"] = signature  # not the placeholder of a shortened result
     metrics = {
         name: float(value)
         for name, value in (result.get("metrics") or {}).items()
-        if isinstance(value, int | float)
+        if isinstance(value, int | float) and math.isfinite(value)  # NaN is not JSON
     }
     if metrics:
         model_spec["metrics"] = metrics

@@ -86,7 +86,8 @@ def _reconcile(body: Manifest, settings: OperatorSettings) -> None:
     if decision is not None:
         started = _start_run(tj, body, decision, observed, history, settings)
         history[started.name] = started
-        active_run = started.name
+        if started.outcome == RunOutcome.RUNNING:
+            active_run = started.name
         if decision.schedule_time is not None:
             last_schedule = decision.schedule_time
 
@@ -139,7 +140,22 @@ def _start_run(
         annotations[labels.RETRAIN_REQUEST] = decision.retrain_request
     if decision.schedule_time is not None:
         annotations[SCHEDULE_TIME] = decision.schedule_time.isoformat()
-    created = kube.create(job)
+    record = TrainingRun(
+        name=job["metadata"]["name"],
+        job=job["metadata"]["name"],
+        trigger=decision.trigger,
+        generation=run.generation,
+        start_time=datetime.now(UTC),
+        outcome="Running",
+    )
+    try:
+        created = kube.create(job)
+    except kube.Rejected as error:
+        # Admitted as a TrainingJob, refused as a Job (a node selector or resource the
+        # Job validation rejects, say): the run fails once, and the generation with it.
+        created = None
+        record = _failed(body, record, "JobRejected", f"the API server rejected its Job: {error}")
+        record.completion_time = record.start_time
     if created is not None:
         metrics.RUNS.labels(event="started").inc()
         kube.post_event(body, "Normal", "RunStarted",
@@ -151,14 +167,7 @@ def _start_run(
             {"metadata": {"annotations": {labels.RETRAIN_REQUESTED: None}}},
         )  # fmt: skip
         body["metadata"]["resourceVersion"] = consumed["metadata"]["resourceVersion"]
-    return TrainingRun(
-        name=job["metadata"]["name"],
-        job=job["metadata"]["name"],
-        trigger=decision.trigger,
-        generation=run.generation,
-        start_time=datetime.now(UTC),
-        outcome="Running",
-    )
+    return record
 
 
 def _collect_recorded_jobs(
@@ -245,7 +254,11 @@ def _record(
             record.outcome = RunOutcome.FAILED
             record.message = "the trainer succeeded but wrote no result to its termination message"
         else:
-            version = _register(tj, run.name, message, settings)
+            try:
+                version = _register(tj, run.name, message, settings)
+            except kube.Rejected as error:
+                text = f"the API server rejected its ModelVersion: {error}"
+                return _failed(body, record, "RegistrationRejected", text)
             record.version = version
             record.metric = _headline(tj, message.get("metrics") or {})
             record.message = f"registered {tj.spec.model}-v{version}"
@@ -255,12 +268,16 @@ def _record(
             )
             return record
     text, user_error = policy.failure_message(run.failure, message)
+    return _failed(body, record, "UserError" if user_error else "RunFailed", text)
+
+
+def _failed(body: Manifest, record: TrainingRun, reason: str, text: str) -> TrainingRun:
+    """Record a run as failed, once: a failed run is never recorded again (nor retried
+    for the same generation), so a spec that can never work stalls with one Event."""
     record.outcome = RunOutcome.FAILED
     record.message = text[:1024]
     metrics.RUNS.labels(event="failed").inc()
-    kube.post_event(
-        body, "Warning", "UserError" if user_error else "RunFailed", f"run {run.name}: {text}"
-    )
+    kube.post_event(body, "Warning", reason, f"run {record.name}: {text}")
     return record
 
 

@@ -43,6 +43,7 @@ NEVER_FIRES = (
     r"|^\S+\s+\S+\s+31\s+(0?4|0?6|0?9|11|apr|jun|sep|nov)\s+[*?]$"
 )
 LOWER_IS_BETTER = frozenset({"rmse", "mae"})
+MAX_RUN_HISTORY = 50  # status.runs maxItems; the operator's run history limit stays below
 
 
 class BuiltinDataset(StrEnum):
@@ -392,7 +393,7 @@ class TrainingJobStatus(StatusBase):
 
     phase: TrainingJobPhase | None = None
     """A one-word summary: Pending, Scheduled, Running, Succeeded, Failed or Suspended."""
-    runs: list[TrainingRun] = Field(default_factory=list, max_length=50)
+    runs: list[TrainingRun] = Field(default_factory=list, max_length=MAX_RUN_HISTORY)
     """Recent runs, oldest first (a bounded history)."""
     active_run: str | None = None
     """The run in progress, if any."""
