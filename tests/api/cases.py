@@ -170,6 +170,7 @@ def full_inferenceservice() -> Manifest:
                 "canary": {"steps": [5, 20, 60], "stepSeconds": 30},
                 "analysis": {"maxErrorRate": 0.05, "maxLatencyP99Ms": 25.5, "minRequests": 0},
                 "autoRollback": False,
+                "progressDeadlineSeconds": 900,
             },
             "monitoring": {
                 "drift": {
@@ -217,7 +218,11 @@ MINIMAL_DEFAULTED_SPEC: dict[str, Manifest] = {
     },
     "InferenceService": {
         "model": "iris",
-        "rollout": {"strategy": "RollingUpdate", "autoRollback": True},
+        "rollout": {
+            "strategy": "RollingUpdate",
+            "autoRollback": True,
+            "progressDeadlineSeconds": 600,
+        },
     },
 }
 
@@ -400,6 +405,9 @@ _INVALID: dict[str, tuple[Manifest, str]] = {
         "spec.autoscaling", ("spec.replicas", 2), ("spec.autoscaling", {"maxReplicas": 3})
     ),
     "isvc-replicas-negative": _isvc("spec.replicas", ("spec.replicas", -1)),
+    "isvc-progress-deadline-zero": _isvc(
+        "spec.rollout.progressDeadlineSeconds", ("spec.rollout.progressDeadlineSeconds", 0)
+    ),
     "isvc-max-replicas-below-min": _isvc(
         "spec.autoscaling.maxReplicas", ("spec.autoscaling", {"minReplicas": 4, "maxReplicas": 2})
     ),

@@ -182,6 +182,26 @@ class _Reconcile:
             self.serving, self.canary = version, None
             self._remove_others({version}, deployments)
             self._finish(version, previous, "Succeeded", "rolling update complete", "RollingUpdate")
+            return
+        deadline = self.isvc.spec.rollout.progress_deadline_seconds
+        if rollout.past_deadline(self._rollout_started(version), deadline, self.now):
+            # The previous version still serves (its Deployment is kept until the new
+            # one is ready): dropping the new one is the rollback.
+            message = (
+                f"no progress within spec.rollout.progressDeadlineSeconds ({deadline} s): "
+                f"{_ready_replicas(applied)} of {max(total, 1)} pods of v{version} ready"
+            )
+            if not self.isvc.spec.rollout.auto_rollback:
+                self.rollout_phase = "Failed"
+                return
+            kube.delete(
+                "Deployment", self.isvc.namespace, serving.deployment_name(self.isvc, version)
+            )
+            self.canary = None
+            self._finish(version, self.serving, "RolledBack", message, "RollingUpdate")
+            kube.post_event(
+                self.body, "Warning", "RolledBack", f"v{version} rolled back: {message}"
+            )
 
     def _canary_step(
         self, target: ModelVersion, total: int, deployments: dict[int, Manifest]
@@ -215,10 +235,22 @@ class _Reconcile:
         applied = self._deploy(target, canary_replicas, _step_annotations(step, started))
         self.canary, self.weight, self.rollout_phase = version, steps[step], "Progressing"
         self._remove_others({self.serving, version}, deployments)
-        if (
-            _ready_replicas(applied) < canary_replicas
-            or (self.now - started).total_seconds() < step_seconds
-        ):
+        # Progress is a step advancing: a step that has not passed its analysis within
+        # progressDeadlineSeconds after its stepSeconds fails the rollout.
+        overdue = rollout.past_deadline(
+            started, step_seconds + spec.progress_deadline_seconds, self.now
+        )
+        deadline = (
+            "no progress within spec.rollout.progressDeadlineSeconds "
+            f"({spec.progress_deadline_seconds} s)"
+        )
+        if _ready_replicas(applied) < canary_replicas:
+            if overdue:
+                self._fail_canary(
+                    version, stable, total, f"{deadline}: the canary pods are not ready"
+                )
+            return
+        if (self.now - started).total_seconds() < step_seconds:
             return
         verdict = self._analyse(version)
         if verdict.outcome == "wait":
@@ -227,27 +259,14 @@ class _Reconcile:
                     "CanaryAnalysis", "Unknown", "WaitingForTraffic", verdict.message
                 )
             )
+            if overdue:
+                self._fail_canary(version, stable, total, f"{deadline}: {verdict.message}")
             return
         if verdict.outcome == "fail":
             self.observed.append(
                 conditions.Observed("CanaryAnalysis", "False", "AnalysisFailed", verdict.message)
             )
-            if spec.auto_rollback:
-                kube.delete(
-                    "Deployment", self.isvc.namespace, serving.deployment_name(self.isvc, version)
-                )
-                if stable is not None:
-                    self._deploy(stable, total)
-                self.canary, self.weight = None, None
-                self._finish(version, self.serving, "RolledBack", verdict.message, "Canary")
-                kube.post_event(
-                    self.body,
-                    "Warning",
-                    "RolledBack",
-                    f"canary v{version} rolled back: {verdict.message}",
-                )
-            else:
-                self.rollout_phase = "Failed"
+            self._fail_canary(version, stable, total, verdict.message)
             return
         self.observed.append(
             conditions.Observed("CanaryAnalysis", "True", "AnalysisPassed", verdict.message)
@@ -273,17 +292,41 @@ class _Reconcile:
             version, previous, "Succeeded", f"canary promoted: {verdict.message}", "Canary"
         )
 
+    def _fail_canary(
+        self, version: int, stable: ModelVersion | None, total: int, message: str
+    ) -> None:
+        """The canary failed its analysis or its deadline: roll back (autoRollback) or
+        stop where it is (rolloutPhase Failed)."""
+        if not self.isvc.spec.rollout.auto_rollback:
+            self.rollout_phase = "Failed"
+            return
+        kube.delete("Deployment", self.isvc.namespace, serving.deployment_name(self.isvc, version))
+        if stable is not None:
+            self._deploy(stable, total)
+        self.canary, self.weight = None, None
+        self._finish(version, self.serving, "RolledBack", message, "Canary")
+        kube.post_event(
+            self.body, "Warning", "RolledBack", f"canary v{version} rolled back: {message}"
+        )
+
     def _analyse(self, version: int) -> rollout.Verdict:
         analysis = self.isvc.spec.rollout.analysis
         if analysis is None:
             return rollout.Verdict("pass", "no analysis configured")
-        traffic = [
-            rollout.parse_traffic(text)
-            for text in self._scrape(version, self.settings.serving_port, "/metrics")
-            if text is not None
-        ]
+        traffic: list[rollout.Traffic] = []
+        unreadable = 0
+        for text in self._scrape(version, self.settings.serving_port, "/metrics"):
+            parsed = _traffic_or_none(text)
+            if parsed is None:
+                unreadable += 1
+            else:
+                traffic.append(parsed)
         return rollout.analyse(
-            traffic, analysis.max_error_rate, analysis.max_latency_p99_ms, analysis.min_requests
+            traffic,
+            analysis.max_error_rate,
+            analysis.max_latency_p99_ms,
+            analysis.min_requests,
+            unreadable,
         )
 
     # --- drift -------------------------------------------------------------------------
@@ -373,6 +416,13 @@ class _Reconcile:
                 log.info("could not read %s from %s: %s", path, pod["metadata"]["name"], error)
                 texts.append(None)
         return texts
+
+    def _rollout_started(self, version: int) -> datetime | None:
+        """When the rollout of `version` in progress started, from the rollout history."""
+        for entry in reversed(self.history):
+            if entry["version"] == version and entry["outcome"] == "Progressing":
+                return datetime.fromisoformat(str(entry["startTime"]).replace("Z", "+00:00"))
+        return None
 
     def _model_version(self, version: int) -> ModelVersion | None:
         """The model's ModelVersion `version`, from the list this pass already read."""
@@ -503,6 +553,16 @@ class _Reconcile:
             for s in slices
             for endpoint in s.get("endpoints") or []
         )
+
+
+def _traffic_or_none(text: str | None) -> rollout.Traffic | None:
+    """A pod's traffic, or None when it did not answer with the Prometheus text format."""
+    if text is None:
+        return None
+    try:
+        return rollout.parse_traffic(text)
+    except ValueError:
+        return None
 
 
 def _step_annotations(step: int, started: datetime) -> dict[str, str]:
