@@ -192,3 +192,14 @@ def lost_runs(history: list[TrainingRun], job_names: set[str]) -> list[TrainingR
     they are resumed under the same run id, whose trainer reports the result it
     published, or trains again if it never published."""
     return [run for run in history if run.outcome.value == RUNNING and run.job not in job_names]
+
+
+def superseded(run: ObservedRun, generation: int, pod_phases: list[str]) -> bool:
+    """Whether a new spec supersedes an active run: the run trains an older generation
+    and has not started (no pod of it got further than Pending: unschedulable, waiting
+    for a quota, an image that never pulls). A run that is training is left to finish:
+    runs never overlap, and its version is registered; the new spec runs next. A
+    suspended run is left alone (suspend holds every run)."""
+    if run.outcome != RUNNING or run.suspended or not 0 < run.generation < generation:
+        return False
+    return all(phase == "Pending" for phase in pod_phases)

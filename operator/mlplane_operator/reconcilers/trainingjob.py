@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 SCHEDULE_TIME = f"{labels.PREFIX}/schedule-time"
 RESUMED = f"{labels.PREFIX}/resumed"  # on a training Job created again for a lost run
 MAX_REGISTRATION_ATTEMPTS = 20
+RECORDED = (policy.SUCCEEDED, policy.FAILED, RunOutcome.CANCELLED.value)  # final outcomes
 
 
 def reconcile(body: Manifest, settings: OperatorSettings) -> None:
@@ -45,6 +46,7 @@ def _reconcile(body: Manifest, settings: OperatorSettings) -> None:
         job
         for job in kube.list_("Job", tj.namespace, {labels.TRAINING_JOB: tj.name})
         if any(ref.get("uid") == uid for ref in job["metadata"].get("ownerReferences") or [])
+        and not job["metadata"].get("deletionTimestamp")  # superseded or collected
     ]
     observed = sorted((policy.observe_job(job) for job in jobs), key=lambda r: r.number)
     history: dict[str, TrainingRun] = {run.name: run for run in tj.status.runs}
@@ -52,9 +54,11 @@ def _reconcile(body: Manifest, settings: OperatorSettings) -> None:
 
     for run in observed:
         previous = history.get(run.name)
-        if previous is not None and previous.outcome.value in (policy.SUCCEEDED, policy.FAILED):
+        if previous is not None and previous.outcome.value in RECORDED:
             continue  # recorded already
         history[run.name] = _record(tj, body, run, previous, settings)
+    cancelled = _supersede_pending_runs(tj, body, observed, history, now)
+    observed = [run for run in observed if run.name not in cancelled]
 
     active = [run for run in observed if run.outcome == policy.RUNNING]
     active_run = active[0].name if active else None
@@ -168,6 +172,33 @@ def _start_run(
         )  # fmt: skip
         body["metadata"]["resourceVersion"] = consumed["metadata"]["resourceVersion"]
     return record
+
+
+def _supersede_pending_runs(
+    tj: TrainingJob,
+    body: Manifest,
+    observed: list[policy.ObservedRun],
+    history: dict[str, TrainingRun],
+    now: datetime,
+) -> set[str]:
+    """Cancel active runs of an older generation that never started (policies.runs.
+    superseded), so that a fixed spec is not stuck behind a run that can never start."""
+    generation = tj.metadata.get("generation", 1)
+    cancelled: set[str] = set()
+    for run in observed:
+        if run.outcome != policy.RUNNING or not 0 < run.generation < generation:
+            continue
+        pods = kube.list_("Pod", tj.namespace, {"batch.kubernetes.io/job-name": run.name})
+        phases = [(pod.get("status") or {}).get("phase", "Pending") for pod in pods]
+        if not policy.superseded(run, generation, phases):
+            continue
+        kube.delete("Job", tj.namespace, run.name)
+        record = history[run.name]
+        record.outcome, record.completion_time = RunOutcome.CANCELLED, now
+        record.message = f"superseded by generation {generation} before it started"
+        kube.post_event(body, "Normal", "RunSuperseded", f"run {run.name}: {record.message}")
+        cancelled.add(run.name)
+    return cancelled
 
 
 def _collect_recorded_jobs(

@@ -27,6 +27,7 @@ from mlplane_operator.policies.runs import (
     next_run_number,
     observe_job,
     schedule_due,
+    superseded,
     trainer_message,
 )
 from tests.operator.unit.objects import Manifest, settings, trainingjob, trainingjob_body
@@ -437,3 +438,19 @@ def test_a_started_run_whose_job_is_gone_is_lost_and_a_finished_one_is_not() -> 
         TrainingRun(name="iris-3", job="iris-3", outcome="Running"),
     ]
     assert [run.name for run in lost_runs(history, {"iris-3"})] == ["iris-2"]
+
+
+# a new spec and a run that never started
+
+
+def test_a_new_spec_supersedes_an_older_run_that_never_left_pending() -> None:
+    stuck = observed(outcome=RUNNING, generation=1)
+    assert superseded(stuck, 2, ["Pending"])
+    assert superseded(stuck, 2, [])  # no pod yet (a quota, say)
+
+
+def test_a_run_that_is_training_or_of_the_current_spec_or_suspended_is_not_superseded() -> None:
+    assert not superseded(observed(outcome=RUNNING, generation=1), 2, ["Pending", "Running"])
+    assert not superseded(observed(outcome=RUNNING, generation=2), 2, ["Pending"])
+    assert not superseded(observed(outcome=RUNNING, generation=1, suspended=True), 2, [])
+    assert not superseded(observed(outcome=SUCCEEDED, generation=1), 2, [])
