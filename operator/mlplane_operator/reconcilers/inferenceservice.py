@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,27 +16,67 @@ from mlplane_operator import conditions, kube, labels, metrics
 from mlplane_operator.api.v1alpha1 import InferenceService, ModelVersion
 from mlplane_operator.builders import serving
 from mlplane_operator.policies import rollout
+from mlplane_operator.reconcilers import scrape
 from mlplane_operator.reconcilers.locks import object_lock, reconcile_latest
 from mlplane_operator.settings import OperatorSettings
 
 Manifest = dict[str, Any]
 log = logging.getLogger(__name__)
-HTTP_TIMEOUT = 2.0
+
+
+Readings = dict[tuple[int, int, str], list[str | None]]  # (version, port, path) -> per pod
 
 
 def reconcile(body: Manifest, settings: OperatorSettings) -> None:
     metadata = body["metadata"]
     lock = object_lock("InferenceService", metadata["namespace"], metadata["name"])
+    readings = _read_pods(body, settings)  # before the lock: pods may be slow to answer
     reconcile_latest(
-        "InferenceService", body, lock, lambda latest: _Reconcile(latest, settings).run()
+        "InferenceService",
+        body,
+        lock,
+        lambda latest: _Reconcile(latest, settings, readings).run(),
     )
+
+
+def _read_pods(body: Manifest, settings: OperatorSettings) -> Readings:
+    """What the pass will want from the pods, read without holding the object's lock:
+    the canary's /metrics during an analysed rollout, the serving version's /drift with
+    drift detection on. A version the pass wants but this did not read (a canary that
+    starts in this very pass) is judged on the next pass."""
+    isvc = InferenceService.from_body(body)
+    wanted: list[tuple[int, int, str]] = []
+    if isvc.spec.rollout.analysis is not None and isvc.status.canary_version is not None:
+        wanted.append((isvc.status.canary_version, settings.serving_port, "/metrics"))
+    if isvc.status.serving_version is not None and serving.drift_enabled(isvc):
+        wanted.append((isvc.status.serving_version, settings.monitor_port, "/drift"))
+    if not wanted:
+        return {}
+    pods = [
+        pod
+        for pod in kube.list_("Pod", isvc.namespace, {labels.INFERENCE_SERVICE: isvc.name})
+        if (pod.get("status") or {}).get("podIP")
+        and _pod_ready(pod)
+        and not pod["metadata"].get("deletionTimestamp")
+    ]
+    targets = [
+        (key, pod["status"]["podIP"])
+        for key in wanted
+        for pod in pods
+        if (pod["metadata"].get("labels") or {}).get(labels.VERSION) == str(key[0])
+    ]
+    texts = scrape.fetch_all((ip, port, path) for (_, port, path), ip in targets)
+    readings: Readings = {key: [] for key in wanted}
+    for (key, _), text in zip(targets, texts, strict=True):
+        readings[key].append(text)
+    return readings
 
 
 class _Reconcile:
     """One pass over one InferenceService; the fields collect what the status reports."""
 
-    def __init__(self, body: Manifest, settings: OperatorSettings) -> None:
-        self.body, self.settings = body, settings
+    def __init__(self, body: Manifest, settings: OperatorSettings, readings: Readings) -> None:
+        self.body, self.settings, self.readings = body, settings, readings
         self.isvc = InferenceService.from_body(body)
         self.now = datetime.now(UTC).replace(microsecond=0)
         status = self.isvc.status
@@ -396,26 +434,8 @@ class _Reconcile:
     # --- helpers -----------------------------------------------------------------------
 
     def _scrape(self, version: int, port: int, path: str) -> list[str | None]:
-        """GET `path` on every ready pod of a version, directly at the pod IP."""
-        pods = kube.list_(
-            "Pod",
-            self.isvc.namespace,
-            {labels.INFERENCE_SERVICE: self.isvc.name, labels.VERSION: str(version)},
-        )
-        texts: list[str | None] = []
-        for pod in pods:
-            ip = (pod.get("status") or {}).get("podIP")
-            if not ip or not _pod_ready(pod) or pod["metadata"].get("deletionTimestamp"):
-                continue
-            try:
-                with urllib.request.urlopen(
-                    f"http://{ip}:{port}{path}", timeout=HTTP_TIMEOUT
-                ) as response:
-                    texts.append(response.read().decode())
-            except (urllib.error.URLError, OSError) as error:
-                log.info("could not read %s from %s: %s", path, pod["metadata"]["name"], error)
-                texts.append(None)
-        return texts
+        """What each ready pod of `version` answered on `path` (read before the pass)."""
+        return self.readings.get((version, port, path), [])
 
     def _rollout_started(self, version: int) -> datetime | None:
         """When the rollout of `version` in progress started, from the rollout history."""
