@@ -60,6 +60,7 @@ def test_each_builtin_dataset_trains_converts_and_passes_parity(
         "metrics.json",
         "model.onnx",
         "profile.json",
+        "result.json",
     ]
     assert model.result["metrics"][metric] > 0.1
     manifest = json.loads((model.run_dir / "manifest.json").read_text())
