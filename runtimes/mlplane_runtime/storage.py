@@ -15,6 +15,7 @@ Missing objects are user errors; unreachable storage is transient.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import urllib.error
@@ -28,6 +29,8 @@ from mlplane_runtime.errors import RuntimeFailure, TransientError, UserError
 
 DEFAULT_PVC_ROOT = "/mnt/pvc"
 HTTP_TIMEOUT_SECONDS = 60
+DEFAULT_HTTP_MAX_BYTES = 1 << 30  # an http(s):// object read whole into memory
+CLAIM_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -69,12 +72,13 @@ def parse_uri(uri: str) -> Location:
         return Location(uri, "file", path=Path(urllib.parse.unquote(parsed.path)))
     if scheme == "pvc":
         claim, rest = parsed.netloc, parsed.path.lstrip("/")
-        if not claim:
-            raise UserError(f"{uri!r}: a pvc:// URI needs a claim name: pvc://<claim>/<path>")
-        path = pvc_root() / claim / rest
-        if ".." in Path(rest).parts:
-            raise UserError(f"{uri!r}: '..' is not allowed in a pvc:// path")
-        return Location(uri, "file", path=path)
+        if not CLAIM_NAME.match(claim):
+            raise UserError(
+                f"{uri!r}: a pvc:// URI needs a claim name (a DNS-1123 label): pvc://<claim>/<path>"
+            )
+        if {".", ".."} & set(rest.split("/")):
+            raise UserError(f"{uri!r}: '.' and '..' segments are not allowed in a pvc:// path")
+        return Location(uri, "file", path=pvc_root() / claim / rest)
     if scheme == "s3":
         if not parsed.netloc:
             raise UserError(f"{uri!r}: an s3:// URI needs a bucket: s3://<bucket>/<key>")
@@ -126,15 +130,43 @@ def read_bytes(uri: str) -> bytes:
             return bytes(body.read())
         except Exception as exc:
             raise _s3_error(exc, location) from exc
+    limit = http_max_bytes()
     try:
-        with urllib.request.urlopen(uri, timeout=HTTP_TIMEOUT_SECONDS) as response:
-            return bytes(response.read())
+        with _NO_REDIRECTS.open(uri, timeout=HTTP_TIMEOUT_SECONDS) as response:
+            data = bytes(response.read(limit + 1))
     except urllib.error.HTTPError as exc:
+        if 300 <= exc.code < 400:
+            raise UserError(
+                f"{uri}: HTTP {exc.code} redirects to {exc.headers.get('Location')!r}; "
+                "redirects are not followed: use the final URL"
+            ) from exc
         if 400 <= exc.code < 500 and exc.code not in (408, 429):
             raise UserError(f"{uri}: HTTP {exc.code} {exc.reason}") from exc
         raise TransientError(f"{uri}: HTTP {exc.code} {exc.reason}") from exc
     except (urllib.error.URLError, OSError) as exc:
         raise TransientError(f"{uri}: unreachable: {exc}") from exc
+    if len(data) > limit:
+        raise UserError(
+            f"{uri}: larger than {limit} bytes (MLPLANE_HTTP_MAX_BYTES); "
+            "use pvc:// or s3:// for data this large"
+        )
+    return data
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect could send the trainer (with whatever network access its pod has)
+    anywhere, e.g. to a metadata endpoint: answer it as the error it is."""
+
+    def redirect_request(self, *_: Any, **__: Any) -> None:
+        return None
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_RefuseRedirects)
+
+
+def http_max_bytes() -> int:
+    value = os.environ.get("MLPLANE_HTTP_MAX_BYTES", "")
+    return int(value) if value.isdigit() else DEFAULT_HTTP_MAX_BYTES
 
 
 class AlreadyPublishedError(UserError):
