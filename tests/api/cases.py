@@ -110,7 +110,7 @@ def full_trainingjob() -> Manifest:
             ],
             "env": [
                 {"name": "OMP_NUM_THREADS", "value": "1"},
-                {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+                {"name": "TOKEN", "valueFrom": {"configMapKeyRef": {"name": "s", "key": "k"}}},
             ],
             "s3CredentialsSecret": "s3-credentials",
         },
@@ -362,6 +362,16 @@ _INVALID: dict[str, tuple[Manifest, str]] = {
     "tj-env-value-and-value-from": _tj(
         "spec.env[0].valueFrom",
         ("spec.env", [{"name": "A", "value": "1", "valueFrom": {"fieldRef": {}}}]),
+    ),
+    "tj-env-secret-key-ref": _tj(
+        "spec.env[0].valueFrom.secretKeyRef",
+        ("spec.env", [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]),
+    ),
+    "tj-dataset-uri-leaves-its-claim": _tj(
+        "spec.dataset.uri", ("spec.dataset", {**URI_DATASET, "uri": "pvc://data/../other/x.csv"})
+    ),
+    "tj-dataset-uri-claim-is-dot-dot": _tj(
+        "spec.dataset.uri", ("spec.dataset", {**URI_DATASET, "uri": "pvc://../x.csv"})
     ),
     "tj-env-duplicate-name": _tj(
         "spec.env[1]", ("spec.env", [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}])

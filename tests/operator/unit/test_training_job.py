@@ -291,7 +291,7 @@ def test_pod_settings_of_the_spec_pass_through() -> None:
         image="registry.example.com/team/trainer:2.0",
         env=[
             {"name": "OMP_NUM_THREADS", "value": "2"},
-            {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "tok", "key": "t"}}},
+            {"name": "TOKEN", "valueFrom": {"configMapKeyRef": {"name": "tok", "key": "t"}}},
         ],
         resources={"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
         nodeSelector={"node.kubernetes.io/instance-type": "c6i.xlarge"},
@@ -304,7 +304,7 @@ def test_pod_settings_of_the_spec_pass_through() -> None:
     assert container["image"] == "registry.example.com/team/trainer:2.0"
     env = env_of(container)
     assert env["OMP_NUM_THREADS"] == "2"
-    assert env["TOKEN"] == {"secretKeyRef": {"name": "tok", "key": "t"}}
+    assert env["TOKEN"] == {"configMapKeyRef": {"name": "tok", "key": "t"}}
     assert container["resources"] == {
         "requests": {"cpu": "500m", "memory": "1Gi"},
         "limits": {"memory": "2Gi"},
