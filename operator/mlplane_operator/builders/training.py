@@ -72,7 +72,7 @@ def build_training_job(
     uses_s3 = any((uri or "").startswith("s3://") for uri in (spec.dataset.uri, output))
     s3_vars, env_from = s3_env(
         settings.s3_endpoint if uses_s3 else None,
-        (spec.s3_credentials_secret or settings.s3_secret) if uses_s3 else None,
+        (spec.s3_credentials_secret or settings.s3_secret_for(spec.image)) if uses_s3 else None,
     )
     env: list[Manifest] = [
         {"name": "MLPLANE_TRAINING_SPEC", "value": json.dumps(trainer_spec(tj, settings))},

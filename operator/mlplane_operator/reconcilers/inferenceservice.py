@@ -15,7 +15,7 @@ from typing import Any
 from mlplane_operator import conditions, kube, labels, metrics
 from mlplane_operator.api.v1alpha1 import InferenceService, ModelVersion
 from mlplane_operator.builders import serving
-from mlplane_operator.policies import rollout
+from mlplane_operator.policies import images, rollout
 from mlplane_operator.reconcilers import scrape
 from mlplane_operator.reconcilers.locks import object_lock, reconcile_latest
 from mlplane_operator.settings import OperatorSettings
@@ -103,6 +103,10 @@ class _Reconcile:
         if self.serving is not None and self.serving not in deployments:
             self.serving = None  # deleted under us: treat as a first deployment
         target, waiting = self._resolve_target()
+        refused = self._refusal(target)
+        if refused is not None:
+            self._stall(*refused)  # the running Deployments stay as they are: no outage
+            return
         kube.apply(serving.build_service(isvc, self.body, self.settings))
         total = (
             isvc.spec.autoscaling.min_replicas
@@ -169,6 +173,37 @@ class _Reconcile:
         if wanted:
             return None, f"waiting for {description} to be verified"
         return None, f"waiting for {description} (no such ModelVersion yet)"
+
+    def _refusal(self, target: ModelVersion | None) -> tuple[str, str] | None:
+        """(reason, message) when the operator policy forbids serving this spec."""
+        image = self.isvc.spec.image
+        refused = images.image_refusal(image, self.settings)
+        if refused:
+            return "ImageNotAllowed", refused
+        if target is None:
+            return None
+        baseline = target.spec.baseline.uri if target.spec.baseline else None
+        uses_s3 = any(
+            (uri or "").startswith("s3://") for uri in (target.spec.artifact.uri, baseline)
+        )
+        refused = images.credentials_refusal(image, uses_s3, None, self.settings)
+        return ("NoCredentials", refused) if refused else None
+
+    def _stall(self, reason: str, message: str) -> None:
+        stored = conditions.find([c.to_json() for c in self.isvc.status.conditions], "Stalled")
+        if (stored or {}).get("reason") != reason or (stored or {}).get("message") != message:
+            kube.post_event(self.body, "Warning", reason, message)
+        generation = self.isvc.metadata.get("generation", 1)
+        status: Manifest = {
+            "observedGeneration": generation,
+            "phase": "Failed",
+            "conditions": conditions.merge_conditions(
+                [c.to_json() for c in self.isvc.status.conditions],
+                conditions.stalled(reason, message),
+                generation,
+            ),
+        }
+        kube.write_status_if_changed(self.body, status)
 
     def _rolled_back_versions(self) -> set[int]:
         return {r["version"] for r in self.history if r.get("outcome") == "RolledBack"}

@@ -18,8 +18,8 @@ from mlplane_operator.api.v1alpha1.trainingjob import RunOutcome
 from mlplane_operator.builders.registry import build_model_version
 from mlplane_operator.builders.training import Run, build_training_job, storage_uri
 from mlplane_operator.builders.workloads import build_storage_claim, claims_of
+from mlplane_operator.policies import images, versions
 from mlplane_operator.policies import runs as policy
-from mlplane_operator.policies import versions
 from mlplane_operator.reconcilers import ledger
 from mlplane_operator.reconcilers.locks import object_lock, reconcile_latest
 from mlplane_operator.settings import OperatorSettings
@@ -72,10 +72,11 @@ def _reconcile(body: Manifest, settings: OperatorSettings) -> None:
             kube.patch_merge("Job", tj.namespace, run.name, {"spec": {"suspend": suspend}})
 
     schedule_error = policy.invalid_schedule(tj.spec.schedule, now)
+    spec_error = _spec_error(tj, schedule_error, settings)
     last_schedule = _last_schedule(tj, jobs)
     decision = (
         None
-        if schedule_error or lost
+        if spec_error or lost
         else policy.decide_run(
             generation=tj.metadata.get("generation", 1),
             runs=observed,
@@ -96,8 +97,27 @@ def _reconcile(body: Manifest, settings: OperatorSettings) -> None:
             last_schedule = decision.schedule_time
 
     _write_status(
-        tj, body, list(history.values()), active_run, last_schedule, schedule_error, now, settings
+        tj, body, list(history.values()), active_run, last_schedule, spec_error, now, settings
     )
+
+
+def _spec_error(
+    tj: TrainingJob, schedule_error: str | None, settings: OperatorSettings
+) -> tuple[str, str] | None:
+    """(reason, message) when the spec can start no run until a person changes it."""
+    if schedule_error:
+        return "InvalidSchedule", schedule_error
+    refused = images.image_refusal(tj.spec.image, settings)
+    if refused:
+        return "ImageNotAllowed", refused
+    output = storage_uri(tj, settings)
+    uses_s3 = any((uri or "").startswith("s3://") for uri in (tj.spec.dataset.uri, output))
+    refused = images.credentials_refusal(
+        tj.spec.image, uses_s3, tj.spec.s3_credentials_secret, settings
+    )
+    if refused:
+        return "NoCredentials", f"{refused}, or set spec.s3CredentialsSecret"
+    return None
 
 
 def _announce_stall(tj: TrainingJob, body: Manifest, reason: str, message: str) -> None:
@@ -389,7 +409,7 @@ def _write_status(
     runs: list[TrainingRun],
     active_run: str | None,
     last_schedule: datetime,
-    schedule_error: str | None,
+    spec_error: tuple[str, str] | None,
     now: datetime,
     settings: OperatorSettings,
 ) -> None:
@@ -398,9 +418,9 @@ def _write_status(
     last = finished[-1] if finished else None
     registered = [r for r in runs if r.version is not None]
     generation = tj.metadata.get("generation", 1)
-    if schedule_error:
-        phase, observed = "Failed", conditions.stalled("InvalidSchedule", schedule_error)
-        _announce_stall(tj, body, "InvalidSchedule", schedule_error)
+    if spec_error:
+        phase, observed = "Failed", conditions.stalled(*spec_error)
+        _announce_stall(tj, body, *spec_error)
     elif tj.spec.run_policy.suspend:
         phase, observed = "Suspended", conditions.ready("Suspended", "the TrainingJob is suspended")
     elif active_run:
@@ -428,7 +448,7 @@ def _write_status(
         ),
     }
     status["nextScheduleTime"] = None
-    if tj.spec.schedule and not schedule_error:
+    if tj.spec.schedule and not policy.invalid_schedule(tj.spec.schedule, now):
         _, upcoming = policy.schedule_due(tj.spec.schedule, last_schedule, now)
         status["nextScheduleTime"] = upcoming.strftime("%Y-%m-%dT%H:%M:%SZ")
         if last_schedule > datetime.fromisoformat(

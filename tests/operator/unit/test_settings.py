@@ -110,3 +110,10 @@ def test_a_run_history_longer_than_the_crd_allows_is_refused_at_start_up(
         OperatorSettings()
     monkeypatch.setenv("MLPLANE_RUN_HISTORY_LIMIT", "50")
     assert OperatorSettings().run_history_limit == 50
+
+
+def test_allowed_images_are_comma_separated_patterns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLPLANE_ALLOWED_IMAGES", "registry.example.com/ml/*, mlplane/runtime:*")
+    assert OperatorSettings().allowed_images == ["registry.example.com/ml/*", "mlplane/runtime:*"]
+    monkeypatch.setenv("MLPLANE_ALLOWED_IMAGES", "")
+    assert OperatorSettings().allowed_images == []
