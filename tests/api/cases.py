@@ -364,7 +364,7 @@ _INVALID: dict[str, tuple[Manifest, str]] = {
         ("spec.env", [{"name": "A", "value": "1", "valueFrom": {"fieldRef": {}}}]),
     ),
     "tj-env-secret-key-ref": _tj(
-        "spec.env[0].valueFrom.secretKeyRef",
+        "spec.env[0].valueFrom",
         ("spec.env", [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]),
     ),
     "tj-dataset-uri-leaves-its-claim": _tj(

@@ -139,12 +139,12 @@ class EnvVar(KubeModel):
             reason="FieldValueForbidden",
         ),
         Rule(
-            cel="!has(self.valueFrom) || !has(self.valueFrom.secretKeyRef)",
+            cel="!has(self.valueFrom) || !('secretKeyRef' in self.valueFrom)",
             message="spec.env[].valueFrom.secretKeyRef is not allowed: the operator would "
             "hand a Secret of this namespace to a pod on behalf of whoever may create this "
             "object; allowed: value, configMapKeyRef, fieldRef, resourceFieldRef",
             check=lambda e: e.value_from is None or "secretKeyRef" not in e.value_from,
-            field_path=".valueFrom.secretKeyRef",
+            field_path=".valueFrom",
             reason="FieldValueForbidden",
         ),
     )
@@ -153,7 +153,7 @@ class EnvVar(KubeModel):
     """The variable name."""
     value: Annotated[str, StringConstraints(max_length=32768)] | None = None
     """The literal value."""
-    value_from: dict[str, Any] | None = None
+    value_from: dict[str, dict[str, Any]] | None = None
     """Where the value comes from, as in a Pod: configMapKeyRef, fieldRef or
     resourceFieldRef, passed to the container unchanged. Not secretKeyRef: creating this
     object must not be a way to read the namespace's Secrets."""
