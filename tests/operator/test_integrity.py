@@ -5,15 +5,17 @@ can never work — with the operator as a real process against the real API serv
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 from kubernetes import client
 
 from tests.kube import eventually, kubectl
-from tests.operator.conftest import LOG_DIR, OperatorProcess
+from tests.operator.conftest import OperatorProcess
 from tests.operator.helpers import (
     apply,
     condition,
+    inference_service,
     model_versions,
     read,
     training_job,
@@ -144,8 +146,7 @@ def test_two_active_replicas_register_each_run_once_and_leave_exactly_one_produc
     """Two operator processes without peering: both reconcile every object at once, as
     two replicas do while a leader hand-over is in progress."""
     ns = op_namespace
-    second = OperatorProcess(kubeconfig)
-    second.log_path = LOG_DIR / "operator-tests-second.log"
+    second = OperatorProcess(kubeconfig, "operator-tests-second.log")
     second.start()
     try:
         policy = {
@@ -310,3 +311,64 @@ def test_a_new_spec_cancels_an_older_run_stuck_pending_and_runs_itself(
         lambda: not core.list_namespaced_pod(ns, label_selector="mlplane.io/run=iris-1").items,
         what="the cancelled run's pod to go",
     )
+
+
+def test_the_operator_policy_refuses_images_and_keeps_credentials_from_other_images(
+    kube_api: client.ApiClient, kubeconfig: str, crds_installed: None
+) -> None:
+    """An operator of its own, for a namespace of its own, with an image policy and
+    platform S3 credentials configured."""
+    ns = f"policy-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(kube_api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+    policed = OperatorProcess(
+        kubeconfig,
+        "operator-tests-policy.log",
+        MLPLANE_WATCH_NAMESPACES=ns,
+        MLPLANE_ALLOWED_IMAGES="registry.example.com/ml/*",
+        MLPLANE_S3_SECRET="platform-s3",
+        MLPLANE_S3_ENDPOINT="http://s3.invalid:9000",
+    )
+    policed.start()
+    try:
+        apply(
+            ns,
+            training_job("foreign", "foreign", image="docker.io/someone/anything:1"),
+            training_job(
+                "allowed",
+                "allowed",
+                image="registry.example.com/ml/trainer:2",
+                output={"storageUri": "s3://models/runs"},
+            ),
+            inference_service("served", "served", image="docker.io/someone/anything:1"),
+        )
+        stalled = {}
+        for plural, name in (
+            ("trainingjobs", "foreign"),
+            ("trainingjobs", "allowed"),
+            ("inferenceservices", "served"),
+        ):
+            found = wait_for(
+                kube_api,
+                ns,
+                plural,
+                name,
+                lambda o: condition(o, "Stalled").get("status") == "True",
+                f"{name} to be Stalled",
+                timeout=60,
+            )
+            stalled[name] = condition(found, "Stalled")
+        assert stalled["foreign"]["reason"] == "ImageNotAllowed"
+        assert stalled["foreign"]["message"].startswith(
+            "spec.image 'docker.io/someone/anything:1' is not allowed"
+        )
+        assert "registry.example.com/ml/*" in stalled["foreign"]["message"]
+        assert stalled["allowed"]["reason"] == "NoCredentials"
+        assert "MLPLANE_S3_SECRET" in stalled["allowed"]["message"]
+        assert "spec.s3CredentialsSecret" in stalled["allowed"]["message"]
+        assert stalled["served"]["reason"] == "ImageNotAllowed"
+        assert client.BatchV1Api(kube_api).list_namespaced_job(ns).items == []
+        assert client.AppsV1Api(kube_api).list_namespaced_deployment(ns).items == []
+    finally:
+        policed.stop()
+        core.delete_namespace(ns, propagation_policy="Background")
