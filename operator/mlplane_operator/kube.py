@@ -128,23 +128,29 @@ def list_(kind: str, namespace: str, labels: dict[str, str] | None = None) -> li
     return items
 
 
-def apply(manifest: Manifest) -> Manifest:
-    """Server-side apply, owning exactly the fields in `manifest`."""
-    resource = RESOURCES[manifest["kind"]]
-    metadata = manifest["metadata"]
-    applied: Manifest = _call(
-        "PATCH",
-        resource.path(metadata["namespace"], metadata["name"]),
-        body=manifest,
-        content_type="application/apply-patch+yaml",
-        query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
-    )
-    return applied
-
-
 class Rejected(RuntimeError):
     """The API server refused the object itself (400, 422): sending it again cannot
     help. The message is the API server's, which names the field."""
+
+
+def apply(manifest: Manifest) -> Manifest:
+    """Server-side apply, owning exactly the fields in `manifest`; raises Rejected when
+    the API server refuses the object."""
+    resource = RESOURCES[manifest["kind"]]
+    metadata = manifest["metadata"]
+    try:
+        applied: Manifest = _call(
+            "PATCH",
+            resource.path(metadata["namespace"], metadata["name"]),
+            body=manifest,
+            content_type="application/apply-patch+yaml",
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+        )
+    except ApiException as error:
+        if error.status in (400, 422):
+            raise Rejected(error_message(error)) from error
+        raise
+    return applied
 
 
 def create(manifest: Manifest) -> Manifest | None:

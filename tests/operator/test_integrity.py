@@ -372,3 +372,32 @@ def test_the_operator_policy_refuses_images_and_keeps_credentials_from_other_ima
     finally:
         policed.stop()
         core.delete_namespace(ns, propagation_policy="Background")
+
+
+def test_a_deployment_the_api_server_rejects_stalls_the_inference_service_naming_the_field(
+    kube_api: client.ApiClient, op_namespace: str
+) -> None:
+    ns = op_namespace
+    # The schema checks each quantity, not that requests stay within limits; a Pod does.
+    upside_down = {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}
+    apply(
+        ns,
+        training_job("iris", "iris", registration={"stage": "Production"}),
+        inference_service("iris", "iris", resources=upside_down),
+    )
+    isvc = wait_for(
+        kube_api,
+        ns,
+        "inferenceservices",
+        "iris",
+        lambda i: condition(i, "Stalled").get("status") == "True",
+        "the InferenceService to stall",
+    )
+    stalled = condition(isvc, "Stalled")
+    assert stalled["reason"] == "ChildRejected"
+    assert "the API server rejected a child" in stalled["message"]
+    assert "resources" in stalled["message"]
+    eventually(lambda: _warnings(kube_api, ns, "iris", "ChildRejected"), what="the Event")
+    time.sleep(12)  # two resync passes and then some
+    assert len(_warnings(kube_api, ns, "iris", "ChildRejected")) == 1
+    assert client.AppsV1Api(kube_api).list_namespaced_deployment(ns).items == []

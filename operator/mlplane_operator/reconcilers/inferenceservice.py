@@ -94,6 +94,14 @@ class _Reconcile:
     # --- the pass ----------------------------------------------------------------------
 
     def run(self) -> None:
+        try:
+            self._run()
+        except kube.Rejected as error:
+            # Admitted as an InferenceService, refused as a child (requests above
+            # limits, say): say so, naming the field, instead of failing every pass.
+            self._stall("ChildRejected", f"the API server rejected a child: {error}")
+
+    def _run(self) -> None:
         isvc = self.isvc
         deployments = {
             int(d["metadata"]["labels"][labels.VERSION]): d
