@@ -64,7 +64,8 @@ def build_model_version(
     metrics = {
         name: float(value)
         for name, value in (result.get("metrics") or {}).items()
-        if isinstance(value, int | float) and math.isfinite(value)  # NaN is not JSON
+        # Numbers only: not NaN (not JSON), not the {"truncated": true} of a shortened result.
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     }
     if metrics:
         model_spec["metrics"] = metrics

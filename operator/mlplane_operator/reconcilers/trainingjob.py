@@ -398,8 +398,9 @@ def _headline(tj: TrainingJob, values: Manifest) -> MetricValue | None:
     names = [policy_metric.metric.value] if policy_metric else []
     names += [m.value for m in tj.spec.validation.metrics or []] + sorted(values)
     for name in names:
-        if isinstance(values.get(name), int | float):
-            return MetricValue(name=name, value=float(values[name]))
+        value = values.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return MetricValue(name=name, value=float(value))
     return None
 
 

@@ -177,7 +177,9 @@ def test_regression_run_registers_a_valid_version() -> None:
 def test_a_result_shortened_to_fit_the_termination_message_registers_a_valid_version() -> None:
     result = trainer_result("iris-7", signature={"truncated": True})
     result["estimator"]["params"] = {"truncated": True}
+    result["metrics"] = {"truncated": True}
     mv = build(result=result)
+    assert "metrics" not in mv["spec"]
     assert "signature" not in mv["spec"]  # the server reads the model's own signature
     assert "params" not in mv["spec"]["lineage"]["estimator"]
     ModelVersion.model_validate(mv)
