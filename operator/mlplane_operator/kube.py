@@ -40,6 +40,7 @@ RESOURCES: dict[str, Resource] = {
     "Job": Resource("batch/v1", "jobs"),
     "Deployment": Resource("apps/v1", "deployments"),
     "Service": Resource("v1", "services"),
+    "ConfigMap": Resource("v1", "configmaps"),
     "PersistentVolumeClaim": Resource("v1", "persistentvolumeclaims"),
     "Pod": Resource("v1", "pods"),
     "HorizontalPodAutoscaler": Resource("autoscaling/v2", "horizontalpodautoscalers"),
@@ -127,22 +128,34 @@ def list_(kind: str, namespace: str, labels: dict[str, str] | None = None) -> li
     return items
 
 
+class Rejected(RuntimeError):
+    """The API server refused the object itself (400, 422): sending it again cannot
+    help. The message is the API server's, which names the field."""
+
+
 def apply(manifest: Manifest) -> Manifest:
-    """Server-side apply, owning exactly the fields in `manifest`."""
+    """Server-side apply, owning exactly the fields in `manifest`; raises Rejected when
+    the API server refuses the object."""
     resource = RESOURCES[manifest["kind"]]
     metadata = manifest["metadata"]
-    applied: Manifest = _call(
-        "PATCH",
-        resource.path(metadata["namespace"], metadata["name"]),
-        body=manifest,
-        content_type="application/apply-patch+yaml",
-        query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
-    )
+    try:
+        applied: Manifest = _call(
+            "PATCH",
+            resource.path(metadata["namespace"], metadata["name"]),
+            body=manifest,
+            content_type="application/apply-patch+yaml",
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+        )
+    except ApiException as error:
+        if error.status in (400, 422):
+            raise Rejected(error_message(error)) from error
+        raise
     return applied
 
 
 def create(manifest: Manifest) -> Manifest | None:
-    """Create; None when an object of that name already exists (the caller decides)."""
+    """Create; None when an object of that name already exists (the caller decides);
+    raises Rejected when the API server refuses the object."""
     resource = RESOURCES[manifest["kind"]]
     try:
         created: Manifest = _call(
@@ -154,21 +167,53 @@ def create(manifest: Manifest) -> Manifest | None:
     except ApiException as error:
         if error.status == 409:
             return None
+        if error.status in (400, 422):
+            raise Rejected(error_message(error)) from error
         raise
     return created
+
+
+class Conflict(RuntimeError):
+    """A write whose resourceVersion precondition failed: someone wrote first. Read the
+    object again and decide again."""
+
+
+def replace(manifest: Manifest) -> Manifest:
+    """PUT the whole object; with metadata.resourceVersion set, only over that version
+    (raises Conflict otherwise)."""
+    metadata = manifest["metadata"]
+    try:
+        replaced: Manifest = _call(
+            "PUT",
+            RESOURCES[manifest["kind"]].path(metadata["namespace"], metadata["name"]),
+            body=manifest,
+            query=[("fieldManager", FIELD_MANAGER)],
+        )
+    except ApiException as error:
+        if error.status == 409:
+            raise Conflict(error_message(error)) from error
+        raise
+    return replaced
 
 
 def patch_merge(
     kind: str, namespace: str, name: str, patch: Manifest, status: bool = False
 ) -> Manifest:
+    """A JSON merge patch; one that sets metadata.resourceVersion applies only over that
+    version (raises Conflict otherwise)."""
     path = RESOURCES[kind].path(namespace, name) + ("/status" if status else "")
-    patched: Manifest = _call(
-        "PATCH",
-        path,
-        body=patch,
-        content_type="application/merge-patch+json",
-        query=[("fieldManager", FIELD_MANAGER)],
-    )
+    try:
+        patched: Manifest = _call(
+            "PATCH",
+            path,
+            body=patch,
+            content_type="application/merge-patch+json",
+            query=[("fieldManager", FIELD_MANAGER)],
+        )
+    except ApiException as error:
+        if error.status == 409:
+            raise Conflict(error_message(error)) from error
+        raise
     return patched
 
 
@@ -252,7 +297,9 @@ def _without_nulls(value: Any) -> Any:
 
 def write_status_if_changed(body: Manifest, status: Manifest) -> bool:
     """Merge-patch the status subresource when `status` differs from what is stored
-    (None values remove fields). Returns whether it wrote."""
+    (None values remove fields), only over the resourceVersion `status` was computed
+    from: a write by another replica (or an older pass) in between raises Conflict
+    instead of being overwritten. Returns whether it wrote."""
     stored = _without_nulls(dict(body.get("status") or {}))
     wanted = _without_nulls(status)
     if all(stored.get(key) == value for key, value in wanted.items()) and all(
@@ -260,7 +307,6 @@ def write_status_if_changed(body: Manifest, status: Manifest) -> bool:
     ):
         return False
     metadata = body["metadata"]
-    patch_merge(
-        body["kind"], metadata["namespace"], metadata["name"], {"status": status}, status=True
-    )
+    patch = {"metadata": {"resourceVersion": metadata["resourceVersion"]}, "status": status}
+    patch_merge(body["kind"], metadata["namespace"], metadata["name"], patch, status=True)
     return True

@@ -8,6 +8,7 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "mlplane"}
 MODEL = f"{PREFIX}/model"
 VERSION = f"{PREFIX}/version"
 TRAINING_JOB = f"{PREFIX}/trainingjob"
+TRAINING_JOB_UID = f"{PREFIX}/trainingjob-uid"  # on a ModelVersion: which incarnation ran it
 RUN = f"{PREFIX}/run"
 INFERENCE_SERVICE = f"{PREFIX}/inferenceservice"
 COMPONENT = f"{PREFIX}/component"  # trainer | verifier | server

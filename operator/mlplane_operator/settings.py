@@ -12,6 +12,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from mlplane_operator import __version__
+from mlplane_operator.api.v1alpha1.trainingjob import MAX_RUN_HISTORY
 
 STORAGE_SCHEMES = ("pvc://", "s3://")  # what a ModelVersion artifact.uri can record
 
@@ -26,6 +27,12 @@ class OperatorSettings(BaseSettings):
     runtime_image: str = Field(
         default=f"mlplane/runtime:{__version__}",
         description="Image for training, verification and serving pods when a resource sets none.",
+    )
+    allowed_images: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Images a TrainingJob or InferenceService may set in spec.image, as "
+        "comma-separated shell patterns (registry.example.com/ml/*); empty allows any. The "
+        "runtime image is always allowed.",
     )
     storage_uri: str = Field(
         default="pvc://mlplane-artifacts/models",
@@ -42,7 +49,9 @@ class OperatorSettings(BaseSettings):
     )
     s3_endpoint: str | None = Field(default=None, description="S3 endpoint URL (MinIO etc.).")
     s3_secret: str | None = Field(
-        default=None, description="Secret holding AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY."
+        default=None,
+        description="Secret holding AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; given only to "
+        "pods that run the runtime image, never to an image a resource names.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     metrics_port: int = Field(default=8080, ge=1, le=65535)
@@ -53,14 +62,20 @@ class OperatorSettings(BaseSettings):
     service_monitors: bool = Field(
         default=False, description="Create ServiceMonitors when asked and the CRD exists."
     )
-    run_history_limit: int = Field(default=10, ge=1, le=100)
+    run_history_limit: int = Field(
+        default=10,
+        ge=1,
+        le=MAX_RUN_HISTORY,
+        description="Runs kept in a TrainingJob's status.runs (the CRD allows at most "
+        f"{MAX_RUN_HISTORY}: a longer history could never be written).",
+    )
     resync_seconds: float = Field(
         default=5.0, gt=0, description="How often every object is reconciled without an event."
     )
     serving_port: int = Field(default=8080, ge=1, le=65535)
     monitor_port: int = Field(default=8081, ge=1, le=65535)
 
-    @field_validator("watch_namespaces", mode="before")
+    @field_validator("watch_namespaces", "allowed_images", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):
@@ -78,6 +93,11 @@ class OperatorSettings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    def s3_secret_for(self, image: str | None) -> str | None:
+        """The platform's S3 Secret for a pod of `image` (None: the runtime image): only
+        the runtime image gets it, never an image a resource names."""
+        return self.s3_secret if (image or self.runtime_image) == self.runtime_image else None
 
 
 @lru_cache(maxsize=1)

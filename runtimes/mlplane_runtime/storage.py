@@ -15,12 +15,12 @@ Missing objects are user errors; unreachable storage is transient.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,8 @@ from mlplane_runtime.errors import RuntimeFailure, TransientError, UserError
 
 DEFAULT_PVC_ROOT = "/mnt/pvc"
 HTTP_TIMEOUT_SECONDS = 60
+DEFAULT_HTTP_MAX_BYTES = 1 << 30  # an http(s):// object read whole into memory
+CLAIM_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -70,12 +72,13 @@ def parse_uri(uri: str) -> Location:
         return Location(uri, "file", path=Path(urllib.parse.unquote(parsed.path)))
     if scheme == "pvc":
         claim, rest = parsed.netloc, parsed.path.lstrip("/")
-        if not claim:
-            raise UserError(f"{uri!r}: a pvc:// URI needs a claim name: pvc://<claim>/<path>")
-        path = pvc_root() / claim / rest
-        if ".." in Path(rest).parts:
-            raise UserError(f"{uri!r}: '..' is not allowed in a pvc:// path")
-        return Location(uri, "file", path=path)
+        if not CLAIM_NAME.match(claim):
+            raise UserError(
+                f"{uri!r}: a pvc:// URI needs a claim name (a DNS-1123 label): pvc://<claim>/<path>"
+            )
+        if {".", ".."} & set(rest.split("/")):
+            raise UserError(f"{uri!r}: '.' and '..' segments are not allowed in a pvc:// path")
+        return Location(uri, "file", path=pvc_root() / claim / rest)
     if scheme == "s3":
         if not parsed.netloc:
             raise UserError(f"{uri!r}: an s3:// URI needs a bucket: s3://<bucket>/<key>")
@@ -127,27 +130,85 @@ def read_bytes(uri: str) -> bytes:
             return bytes(body.read())
         except Exception as exc:
             raise _s3_error(exc, location) from exc
+    limit = http_max_bytes()
     try:
-        with urllib.request.urlopen(uri, timeout=HTTP_TIMEOUT_SECONDS) as response:
-            return bytes(response.read())
+        with _NO_REDIRECTS.open(uri, timeout=HTTP_TIMEOUT_SECONDS) as response:
+            data = bytes(response.read(limit + 1))
     except urllib.error.HTTPError as exc:
+        if 300 <= exc.code < 400:
+            raise UserError(
+                f"{uri}: HTTP {exc.code} redirects to {exc.headers.get('Location')!r}; "
+                "redirects are not followed: use the final URL"
+            ) from exc
         if 400 <= exc.code < 500 and exc.code not in (408, 429):
             raise UserError(f"{uri}: HTTP {exc.code} {exc.reason}") from exc
         raise TransientError(f"{uri}: HTTP {exc.code} {exc.reason}") from exc
     except (urllib.error.URLError, OSError) as exc:
         raise TransientError(f"{uri}: unreachable: {exc}") from exc
+    if len(data) > limit:
+        raise UserError(
+            f"{uri}: larger than {limit} bytes (MLPLANE_HTTP_MAX_BYTES); "
+            "use pvc:// or s3:// for data this large"
+        )
+    return data
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect could send the trainer (with whatever network access its pod has)
+    anywhere, e.g. to a metadata endpoint: answer it as the error it is."""
+
+    def redirect_request(self, *_: Any, **__: Any) -> None:
+        return None
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_RefuseRedirects)
+
+
+def http_max_bytes() -> int:
+    value = os.environ.get("MLPLANE_HTTP_MAX_BYTES", "")
+    return int(value) if value.isdigit() else DEFAULT_HTTP_MAX_BYTES
+
+
+class AlreadyPublishedError(UserError):
+    """The target of a publish holds a complete set already: it is never replaced."""
+
+
+def is_published(target_uri: str, commit_file: str) -> bool:
+    """Whether a complete set of files was published at `target_uri`."""
+    location = parse_uri(target_uri)
+    if location.scheme == "file":
+        assert location.path is not None
+        return location.path.exists()  # it appears only by an atomic rename
+    if location.scheme == "s3":
+        client = _s3_client()
+        try:
+            client.head_object(Bucket=location.bucket, Key=location.child(commit_file).key)
+        except Exception as exc:
+            error = _s3_error(exc, location.child(commit_file))
+            if isinstance(error, UserError) and "not found" in str(error):
+                return False
+            raise error from exc
+        return True
+    return False
 
 
 def publish_directory(target_uri: str, files: dict[str, bytes], commit_file: str) -> None:
-    """Write `files` under `target_uri` so that no half-written set is ever visible.
+    """Write `files` under `target_uri` so that no half-written set is ever visible, and
+    never over a set published before (raises AlreadyPublishedError): the artifacts of
+    a registered version must keep their sha256 for as long as anything serves them.
 
     On a file system the files go to a hidden sibling directory that is renamed into
-    place (a previous run with the same id is replaced). On S3, each PUT is atomic and
-    `commit_file` is written last: readers treat the run as complete only once it exists.
+    place; the rename fails when the target exists, so of two writers only one wins. On
+    S3, each PUT is atomic and `commit_file` is written last: readers treat the run as
+    complete only once it exists, and a target whose `commit_file` exists is refused
+    (checked before the first PUT: S3 has no rename, so two writers of one target at the
+    same moment are not excluded; the operator never starts two runs with one id).
     """
     location = parse_uri(target_uri)
     if location.scheme == "http":
         raise UserError(f"{target_uri}: cannot write to http(s) storage; use pvc://, s3://")
+    if is_published(target_uri, commit_file):
+        raise AlreadyPublishedError(f"{target_uri}: artifacts exist already; refusing to replace")
     if location.scheme == "s3":
         client = _s3_client()
         ordered = sorted(files, key=lambda name: name == commit_file)
@@ -172,13 +233,11 @@ def publish_directory(target_uri: str, files: dict[str, bytes], commit_file: str
                 handle.flush()
                 os.fsync(handle.fileno())
         os.chmod(staging, 0o755)
-        if final.exists():
-            trash = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(final, trash)
-            os.rename(staging, final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(staging, final)
+        os.rename(staging, final)  # fails when `final` exists (ENOTEMPTY, EEXIST)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if final.exists():
+            raise AlreadyPublishedError(
+                f"{target_uri}: artifacts exist already; refusing to replace"
+            ) from exc
         raise TransientError(f"{target_uri}: cannot write artifacts: {exc}") from exc

@@ -110,7 +110,7 @@ def full_trainingjob() -> Manifest:
             ],
             "env": [
                 {"name": "OMP_NUM_THREADS", "value": "1"},
-                {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+                {"name": "TOKEN", "valueFrom": {"configMapKeyRef": {"name": "s", "key": "k"}}},
             ],
             "s3CredentialsSecret": "s3-credentials",
         },
@@ -170,6 +170,7 @@ def full_inferenceservice() -> Manifest:
                 "canary": {"steps": [5, 20, 60], "stepSeconds": 30},
                 "analysis": {"maxErrorRate": 0.05, "maxLatencyP99Ms": 25.5, "minRequests": 0},
                 "autoRollback": False,
+                "progressDeadlineSeconds": 900,
             },
             "monitoring": {
                 "drift": {
@@ -217,7 +218,11 @@ MINIMAL_DEFAULTED_SPEC: dict[str, Manifest] = {
     },
     "InferenceService": {
         "model": "iris",
-        "rollout": {"strategy": "RollingUpdate", "autoRollback": True},
+        "rollout": {
+            "strategy": "RollingUpdate",
+            "autoRollback": True,
+            "progressDeadlineSeconds": 600,
+        },
     },
 }
 
@@ -339,6 +344,9 @@ _INVALID: dict[str, tuple[Manifest, str]] = {
         "spec.registration.stage", ("spec.registration.stage", "Archived")
     ),
     "tj-schedule-not-cron": _tj("spec.schedule", ("spec.schedule", "every night")),
+    "tj-schedule-six-fields": _tj("spec.schedule", ("spec.schedule", "*/5 * * * * *")),
+    "tj-schedule-february-30": _tj("spec.schedule", ("spec.schedule", "0 0 30 2 *")),
+    "tj-schedule-april-31": _tj("spec.schedule", ("spec.schedule", "0 12 31 apr *")),
     "tj-backoff-limit-negative": _tj(
         "spec.runPolicy.backoffLimit", ("spec.runPolicy.backoffLimit", -1)
     ),
@@ -354,6 +362,16 @@ _INVALID: dict[str, tuple[Manifest, str]] = {
     "tj-env-value-and-value-from": _tj(
         "spec.env[0].valueFrom",
         ("spec.env", [{"name": "A", "value": "1", "valueFrom": {"fieldRef": {}}}]),
+    ),
+    "tj-env-secret-key-ref": _tj(
+        "spec.env[0].valueFrom",
+        ("spec.env", [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]),
+    ),
+    "tj-dataset-uri-leaves-its-claim": _tj(
+        "spec.dataset.uri", ("spec.dataset", {**URI_DATASET, "uri": "pvc://data/../other/x.csv"})
+    ),
+    "tj-dataset-uri-claim-is-dot-dot": _tj(
+        "spec.dataset.uri", ("spec.dataset", {**URI_DATASET, "uri": "pvc://../x.csv"})
     ),
     "tj-env-duplicate-name": _tj(
         "spec.env[1]", ("spec.env", [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}])
@@ -397,6 +415,9 @@ _INVALID: dict[str, tuple[Manifest, str]] = {
         "spec.autoscaling", ("spec.replicas", 2), ("spec.autoscaling", {"maxReplicas": 3})
     ),
     "isvc-replicas-negative": _isvc("spec.replicas", ("spec.replicas", -1)),
+    "isvc-progress-deadline-zero": _isvc(
+        "spec.rollout.progressDeadlineSeconds", ("spec.rollout.progressDeadlineSeconds", 0)
+    ),
     "isvc-max-replicas-below-min": _isvc(
         "spec.autoscaling.maxReplicas", ("spec.autoscaling", {"minReplicas": 4, "maxReplicas": 2})
     ),

@@ -106,7 +106,11 @@ def test_objects_built_in_python_validate_and_serialize_camel_case() -> None:
     assert spec.to_json() == {
         "model": "iris",
         "replicas": 2,
-        "rollout": {"strategy": "RollingUpdate", "autoRollback": True},
+        "rollout": {
+            "strategy": "RollingUpdate",
+            "autoRollback": True,
+            "progressDeadlineSeconds": 600,
+        },
     }
     with pytest.raises(ValidationError, match=r"spec\.replicas and spec\.autoscaling"):
         InferenceServiceSpec.model_validate(

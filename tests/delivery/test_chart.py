@@ -151,6 +151,7 @@ def test_operator_may_register_but_never_delete_model_versions(
     assert ("", "pods/proxy", "get") not in rbac
     assert not {r for r in rbac if r[1] in ("secrets", "pods/exec", "pods/proxy")}
     assert ("", "persistentvolumeclaims", "delete") not in rbac
+    assert {v for g, r, v in rbac if r == "configmaps"} == {"get", "create", "update"}
 
 
 def test_default_watches_all_namespaces_standalone(rendered: dict[str, list[Manifest]]) -> None:

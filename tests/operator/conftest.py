@@ -33,10 +33,15 @@ PR_SET_PDEATHSIG = 1
 class OperatorProcess:
     """`python -m mlplane_operator`, started, stopped and killed like a pod would be."""
 
-    def __init__(self, kubeconfig: str) -> None:
+    def __init__(
+        self, kubeconfig: str, log_name: str = "operator-tests.log", **settings: str
+    ) -> None:
+        """`settings`: MLPLANE_* variables over the test defaults (another watch list,
+        an operator policy)."""
         self.kubeconfig = kubeconfig
         self.process: subprocess.Popen[bytes] | None = None
-        self.log_path: Path = LOG_DIR / "operator-tests.log"
+        self.log_path: Path = LOG_DIR / log_name
+        self.settings = settings
 
     def start(self) -> None:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
@@ -48,6 +53,7 @@ class OperatorProcess:
             "MLPLANE_RUNTIME_IMAGE": image("RUNTIME"),
             "MLPLANE_METRICS_PORT": str(_free_port()),
             "MLPLANE_HEALTH_PORT": str(self.health_port),
+            **self.settings,
         }
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(

@@ -170,3 +170,49 @@ def test_drift_in_live_requests_triggers_a_retraining_run(
     tj = read(kube_api, ns, "trainingjobs", "iris")
     assert tj is not None
     assert "mlplane.io/retrain-requested" not in (tj["metadata"].get("annotations") or {})
+
+
+def test_a_canary_that_cannot_be_judged_is_rolled_back_at_its_progress_deadline(
+    kube_api: client.ApiClient, op_namespace: str
+) -> None:
+    """The analysis fails closed: with no traffic (or no readable metrics) it never
+    passes, and progressDeadlineSeconds ends the wait with a rollback."""
+    ns = op_namespace
+    canary = {
+        "strategy": "Canary",
+        "canary": {"steps": [50], "stepSeconds": 1},
+        "analysis": {"maxErrorRate": 0.1, "minRequests": 1000},  # never reached: no traffic
+        "autoRollback": True,
+        "progressDeadlineSeconds": 5,
+    }
+    apply(
+        ns,
+        training_job("iris", "iris", registration={"stage": "Production"}),
+        inference_service("iris", "iris", rollout=canary),
+    )
+    wait_serving(kube_api, ns, "iris", 1)
+    apply(
+        ns,
+        training_job(
+            "iris",
+            "iris",
+            registration={"stage": "Production"},
+            validation={"seed": 3, "metrics": ["accuracy"]},
+        ),
+    )
+    isvc = wait_for(
+        kube_api,
+        ns,
+        "inferenceservices",
+        "iris",
+        lambda i: (i.get("status") or {}).get("rolloutPhase") == "RolledBack",
+        "the rollback at the deadline",
+    )
+    last = isvc["status"]["rolloutHistory"][-1]
+    assert (last["version"], last["outcome"]) == (2, "RolledBack")
+    assert "no progress within spec.rollout.progressDeadlineSeconds (5 s)" in last["message"]
+    assert isvc["status"]["servingVersion"] == 1
+    code, _ = infer(
+        serving_pods(kube_api, ns, "iris", version=1)[0].status.pod_ip, "iris", [SETOSA]
+    )
+    assert code == 200

@@ -124,12 +124,28 @@ def test_trainer_reads_a_csv_from_s3_and_publishes_the_run_there(
     assert published["artifact"]["uri"] == f"s3://{BUCKET}/runs/iris/run-1/model.onnx"
     assert keys(s3_env, "runs/") == [
         f"runs/iris/run-1/{name}"
-        for name in ("manifest.json", "metrics.json", "model.onnx", "profile.json")
+        for name in ("manifest.json", "metrics.json", "model.onnx", "profile.json", "result.json")
     ]
     body = s3_client(s3_env).get_object(Bucket=BUCKET, Key="runs/iris/run-1/manifest.json")
     manifest = json.loads(body["Body"].read())
     assert manifest["files"]["model.onnx"]["sha256"] == published["artifact"]["sha256"]
     assert manifest["dataset"]["uri"] == f"s3://{BUCKET}/data/iris.csv"
+
+
+def test_a_run_published_to_s3_is_never_replaced_and_a_retry_reports_it(
+    s3_env: dict[str, str], published: Any, tmp_path: Path
+) -> None:
+    client = s3_client(s3_env)
+    before = client.head_object(Bucket=BUCKET, Key="runs/iris/run-1/model.onnx")["ETag"]
+    other = {
+        "model": "iris",
+        "dataset": {"builtin": "iris"},
+        "estimator": {"class": "DecisionTreeClassifier"},
+    }
+    code, again = train(s3_env, other, "run-1", tmp_path / "log")
+    assert code == 0, again
+    assert again["artifact"] == published["artifact"]  # what run-1 published, not a new fit
+    assert client.head_object(Bucket=BUCKET, Key="runs/iris/run-1/model.onnx")["ETag"] == before
 
 
 def test_server_loads_verifies_and_serves_an_artifact_from_s3(

@@ -17,7 +17,12 @@ import pytest
 import tritonclient.http as triton
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
+from mlplane_runtime.httpserver import Request
+from mlplane_runtime.server import metrics
+from mlplane_runtime.server.rest import RestApp
 from tests.runtime.conftest import (
     Process,
     TrainedModel,
@@ -401,3 +406,32 @@ def test_sigterm_finishes_the_request_in_flight(iris_model: TrainedModel, tmp_pa
     assert b"connection: close" in response
     assert process.proc.wait(timeout=30) == 0
     assert stop(process) == 0
+
+
+def test_an_exception_in_the_model_is_a_500_that_the_metrics_count() -> None:
+    """What a canary's analysis reads: a version that fails every request must show
+    its failures in mlplane_requests_total, not only in its log."""
+
+    class BrokenPlane:
+        def infer(self, *_: Any) -> Any:
+            raise RuntimeError("the model blew up")
+
+    def errors() -> float:
+        families = text_string_to_metric_families(generate_latest(metrics.REGISTRY).decode())
+        return sum(
+            s.value
+            for f in families
+            for s in f.samples
+            if s.name == "mlplane_requests_total" and s.labels == {"protocol": "v2", "code": "500"}
+        )
+
+    app = RestApp(BrokenPlane())  # type: ignore[arg-type]
+    before = errors()
+    tensor = {"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}
+    request = Request(
+        "POST", "/v2/models/iris/infer", "", {}, json.dumps({"inputs": [tensor]}).encode()
+    )
+    response = app(request)
+    assert response.status == 500
+    assert json.loads(response.body) == {"error": "internal server error"}
+    assert errors() == before + 1

@@ -1,5 +1,6 @@
 """The trainer: every builtin set and csv/parquet files train, convert and pass parity;
-bad specs fail with exit code 2 and a message; artifacts are published atomically."""
+bad specs fail with exit code 2 and a message; artifacts are published atomically and
+never replaced."""
 
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression, Ridge
 
 from mlplane_runtime.errors import UserError
+from mlplane_runtime.storage import AlreadyPublishedError, publish_directory
 from mlplane_runtime.trainer import train as training
 from mlplane_runtime.trainer.convert import check_parity, to_onnx
 from mlplane_runtime.trainer.estimators import ALLOWED
+from mlplane_runtime.trainer.evaluation import evaluate
 from mlplane_runtime.trainer.spec import parse_spec
 from tests.runtime.conftest import BIN, TrainedModel, train_model
 
@@ -57,6 +60,7 @@ def test_each_builtin_dataset_trains_converts_and_passes_parity(
         "metrics.json",
         "model.onnx",
         "profile.json",
+        "result.json",
     ]
     assert model.result["metrics"][metric] > 0.1
     manifest = json.loads((model.run_dir / "manifest.json").read_text())
@@ -341,3 +345,53 @@ def test_a_parity_failure_fails_the_run_before_anything_is_published(
     with pytest.raises(UserError, match="parity check failed"):
         training.train(spec, training.RunIdentity("iris", "run-1", str(tmp_path)))
     assert list(tmp_path.rglob("*")) == []  # no artifact, not even a partial one
+
+
+def _iris_spec(seed: int = 0) -> Any:
+    return parse_spec(
+        {
+            "model": "iris",
+            "dataset": {"builtin": "iris"},
+            "estimator": {"class": "LogisticRegression", "params": {"max_iter": 500}},
+            "validation": {"seed": seed},
+        }
+    )
+
+
+def test_a_retried_run_reports_what_its_first_attempt_published_and_replaces_nothing(
+    tmp_path: Path,
+) -> None:
+    identity = training.RunIdentity("iris", "run-1", str(tmp_path))
+    first = training.train(_iris_spec(), identity)
+    model = tmp_path / "iris" / "run-1" / "model.onnx"
+    before = (model.read_bytes(), model.stat().st_mtime_ns)
+    # A second attempt of the same run (a pod retried after its predecessor published
+    # and died before reporting) gets the published result, not a new model.
+    again = training.train(_iris_spec(seed=7), identity)
+    assert again == json.loads((tmp_path / "iris" / "run-1" / "result.json").read_text())
+    assert again["artifact"] == first["artifact"]
+    assert (model.read_bytes(), model.stat().st_mtime_ns) == before
+
+
+def test_publishing_over_published_artifacts_is_refused(tmp_path: Path) -> None:
+    target = str(tmp_path / "iris" / "run-1")
+    publish_directory(target, {"model.onnx": b"v1", "manifest.json": b"{}"}, "manifest.json")
+    with pytest.raises(AlreadyPublishedError, match="refusing to replace"):
+        publish_directory(target, {"model.onnx": b"v2", "manifest.json": b"{}"}, "manifest.json")
+    assert (tmp_path / "iris" / "run-1" / "model.onnx").read_bytes() == b"v1"
+    assert [p.name for p in (tmp_path / "iris").iterdir()] == ["run-1"]  # no staging left
+
+
+def test_artifacts_of_another_run_under_the_same_id_are_never_replaced(tmp_path: Path) -> None:
+    run_dir = tmp_path / "iris" / "run-1"
+    run_dir.mkdir(parents=True)
+    (run_dir / "manifest.json").write_text("{}")
+    (run_dir / "model.onnx").write_bytes(b"registered elsewhere")
+    with pytest.raises(UserError, match="refusing to replace"):
+        training.train(_iris_spec(), training.RunIdentity("iris", "run-1", str(tmp_path)))
+    assert (run_dir / "model.onnx").read_bytes() == b"registered elsewhere"
+
+
+def test_a_metric_that_is_not_a_number_fails_the_run_naming_the_metric_and_the_fix() -> None:
+    with pytest.raises(UserError, match=r"metric 'r2' is nan .* 1 row\(s\).*testSize"):
+        evaluate(("r2",), np.array([1.0]), np.array([2.0]), None)

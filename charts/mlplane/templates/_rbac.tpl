@@ -25,6 +25,12 @@ each watched namespace. No wildcards: every resource and verb is named with the 
 - apiGroups: [mlplane.io]
   resources: [trainingjobs/finalizers, modelversions/finalizers, inferenceservices/finalizers]
   verbs: [update]
+# Version numbers are never reused: per model, a ConfigMap mlplane-versions-<model>
+# keeps the highest number given, written with resourceVersion preconditions (update,
+# not patch). Never deleted by the operator (deleting a version must not free its number).
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, create, update]
 # Training and artifact-verification runs are Jobs; a new run replaces a finished one
 # (delete) and suspend/resume is a patch.
 - apiGroups: [batch]

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from mlplane_operator import labels
 from mlplane_operator.api.v1alpha1 import API_VERSION, TrainingJob, version_name
 
 Manifest = dict[str, Any]
+TRUNCATED = {"truncated": True}  # what the trainer puts for a part shed to fit in 4 KiB
+
+
+def ledger_name(model: str) -> str:
+    """The ConfigMap of a model's version ledger."""
+    return f"mlplane-versions-{model}"
 
 
 def build_model_version(
@@ -33,7 +40,7 @@ def build_model_version(
         "estimator": {"class": estimator.get("class", spec.estimator.class_)},
         "image": image,
     }
-    if estimator.get("params"):
+    if estimator.get("params") and estimator["params"] != TRUNCATED:
         lineage["estimator"]["params"] = estimator["params"]
     dataset = result.get("dataset") or {}
     if dataset.get("uri"):
@@ -51,12 +58,14 @@ def build_model_version(
     }
     if artifact.get("sizeBytes") is not None:
         model_spec["artifact"]["sizeBytes"] = artifact["sizeBytes"]
-    if result.get("signature"):
-        model_spec["signature"] = result["signature"]
+    signature = result.get("signature")
+    if isinstance(signature, dict) and "inputs" in signature and "outputs" in signature:
+        model_spec["signature"] = signature  # not the placeholder of a shortened result
     metrics = {
         name: float(value)
         for name, value in (result.get("metrics") or {}).items()
-        if isinstance(value, int | float)
+        # Numbers only: not NaN (not JSON), not the {"truncated": true} of a shortened result.
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     }
     if metrics:
         model_spec["metrics"] = metrics
@@ -74,9 +83,29 @@ def build_model_version(
                 labels.MODEL: spec.model,
                 labels.VERSION: str(version),
                 labels.TRAINING_JOB: tj.name,
+                labels.TRAINING_JOB_UID: tj.metadata["uid"],
                 labels.RUN: run,
             },
             "annotations": annotations,
         },
         "spec": model_spec,
     }
+
+
+def build_version_ledger(
+    model: str, namespace: str, data: dict[str, str], resource_version: str | None
+) -> Manifest:
+    """The ConfigMap that keeps a model's version numbers (policies.versions). No owner:
+    it outlives every ModelVersion and TrainingJob of the model, which is its point."""
+    metadata: Manifest = {
+        "name": ledger_name(model),
+        "namespace": namespace,
+        "labels": {**labels.MANAGED_BY, labels.MODEL: model},
+        "annotations": {
+            f"{labels.PREFIX}/description": "version numbers given to this model; the "
+            "operator never gives a number twice. Written by mlplane, do not edit."
+        },
+    }
+    if resource_version is not None:
+        metadata["resourceVersion"] = resource_version
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}

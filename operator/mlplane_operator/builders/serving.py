@@ -51,7 +51,8 @@ def build_deployment(
     volumes, mounts = storage_volumes(claims_of(*uris), read_only=True)
     uses_s3 = any((uri or "").startswith("s3://") for uri in uris)
     s3_vars, env_from = s3_env(
-        settings.s3_endpoint if uses_s3 else None, settings.s3_secret if uses_s3 else None
+        settings.s3_endpoint if uses_s3 else None,
+        settings.s3_secret_for(spec.image) if uses_s3 else None,  # the runtime image only
     )
     image = spec.image or settings.runtime_image
     args = [

@@ -35,6 +35,14 @@ class Run:
         return f"{training_job}-{self.number}"
 
 
+def artifact_run_id(job_name: str, training_job_uid: str) -> str:
+    """The run id the trainer publishes under (<storage>/<model>/<run id>/): the Job name
+    plus the TrainingJob's uid, so that a TrainingJob deleted and applied again (a GitOps
+    prune or replace), whose first Job has the same name, never writes where an earlier
+    incarnation's versions point. The trainer refuses to replace published artifacts."""
+    return f"{job_name}-{training_job_uid.replace('-', '')[:8]}"
+
+
 def storage_uri(tj: TrainingJob, settings: OperatorSettings) -> str:
     configured = tj.spec.output.storage_uri if tj.spec.output else None
     return str(configured or settings.storage_uri).rstrip("/")
@@ -64,12 +72,12 @@ def build_training_job(
     uses_s3 = any((uri or "").startswith("s3://") for uri in (spec.dataset.uri, output))
     s3_vars, env_from = s3_env(
         settings.s3_endpoint if uses_s3 else None,
-        (spec.s3_credentials_secret or settings.s3_secret) if uses_s3 else None,
+        (spec.s3_credentials_secret or settings.s3_secret_for(spec.image)) if uses_s3 else None,
     )
     env: list[Manifest] = [
         {"name": "MLPLANE_TRAINING_SPEC", "value": json.dumps(trainer_spec(tj, settings))},
         {"name": "MLPLANE_MODEL", "value": spec.model},
-        {"name": "MLPLANE_RUN", "value": job_name},
+        {"name": "MLPLANE_RUN", "value": artifact_run_id(job_name, tj.metadata["uid"])},
         {"name": "MLPLANE_OUTPUT_URI", "value": output},
         {"name": "HOME", "value": "/tmp"},
         *s3_vars,
@@ -123,8 +131,9 @@ def build_training_job(
     }
     if policy.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = policy.active_deadline_seconds
-    if policy.ttl_seconds_after_finished is not None:
-        job_spec["ttlSecondsAfterFinished"] = policy.ttl_seconds_after_finished
+    # No ttlSecondsAfterFinished: the TTL controller would delete the Job, and the pod
+    # with the trainer's result, before the operator has read it. The operator deletes a
+    # finished run's Job itself once the run is recorded (policies.runs.collectable).
     metadata = child_metadata(job_name, tj.namespace, body, run_labels)
     metadata["annotations"] = {
         labels.TRIGGER: run.trigger,

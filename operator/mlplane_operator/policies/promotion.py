@@ -4,9 +4,11 @@ uniqueness."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 LOWER_IS_BETTER = frozenset({"rmse", "mae"})
+Rank = tuple[str, int]  # (when it entered Production, version)
 
 
 @dataclass(frozen=True)
@@ -37,3 +39,15 @@ def evaluate_auto_promote(
             return Verdict(False, f"{name}={value:.4g} does not beat Production's {current:.4g}")
         return Verdict(True, f"{name}={value:.4g} beats Production's {current:.4g}")
     return Verdict(True, f"{name}={value:.4g} meets the policy")
+
+
+def promotion_rank(history: list[dict[str, Any]] | None, version: int, now: datetime) -> Rank:
+    """Which of two Production versions of a model stays Production: the greater rank.
+    When it last entered Production ('now' when its history does not show that yet: it
+    is being promoted by this pass), then the version number, so that two promotions
+    within one second (history times have whole seconds) still leave exactly one."""
+    if history and history[-1].get("stage") == "Production":
+        entered = str(history[-1].get("time"))
+    else:
+        entered = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return entered, version

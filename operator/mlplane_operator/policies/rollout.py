@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -94,8 +95,19 @@ def analyse(
     max_error_rate: float | None,
     max_latency_p99_ms: float | None,
     min_requests: int,
+    unreadable: int = 0,
 ) -> Verdict:
-    total = sum(traffic, Traffic())
+    """The verdict on a canary step. It fails closed: without the metrics of every
+    canary pod (`unreadable` pods did not answer /metrics), or with none at all, it
+    never passes; it waits, and the rollout's progress deadline ends the wait."""
+    readings = list(traffic)
+    if unreadable or not readings:
+        return Verdict(
+            "wait",
+            f"could not read /metrics of {unreadable or 'any'} canary pod(s); "
+            "no verdict without them",
+        )
+    total = sum(readings, Traffic())
     if total.requests < min_requests:
         return Verdict(
             "wait", f"{total.requests:.0f} of {min_requests} requests needed for analysis"
@@ -116,3 +128,8 @@ def analyse(
         "pass",
         f"error rate {total.error_rate:.1%}, p99 {p99_text} over {total.requests:.0f} requests",
     )
+
+
+def past_deadline(started: datetime | None, deadline_seconds: int, now: datetime) -> bool:
+    """Whether a rollout that started at `started` has run out of time."""
+    return started is not None and (now - started).total_seconds() > deadline_seconds

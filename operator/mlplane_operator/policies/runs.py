@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 from mlplane_operator import labels
+from mlplane_operator.api.v1alpha1 import TrainingRun
 
 Manifest = dict[str, Any]
 RUNNING, SUCCEEDED, FAILED = "Running", "Succeeded", "Failed"
@@ -81,9 +82,34 @@ def schedule_due(schedule: str, last: datetime, now: datetime) -> tuple[datetime
     return (latest if latest > last else None), upcoming
 
 
-def invalid_schedule(schedule: str | None) -> str | None:
-    if schedule and not croniter.is_valid(schedule):
-        return f"spec.schedule {schedule!r} is not a valid cron expression"
+CRON_FIELDS = "minute hour day-of-month month day-of-week"
+
+
+def invalid_schedule(schedule: str | None, now: datetime | None = None) -> str | None:
+    """Why `schedule` cannot drive runs, naming the field, or None when it can. Beyond
+    what admission rejects (bad syntax, six fields, 30 February), this finds expressions
+    admitted by an older CRD and those that never fire (e.g. "0 0 31 2,4 *")."""
+    if not schedule:
+        return None
+    fields = schedule.split()
+    if not schedule.startswith("@") and len(fields) != 5:
+        seconds = "; per-second schedules are not supported" if len(fields) == 6 else ""
+        return (
+            f"spec.schedule {schedule!r} has {len(fields)} fields; a schedule has exactly "
+            f"five ({CRON_FIELDS}){seconds}"
+        )
+    if not croniter.is_valid(schedule):
+        return (
+            f"spec.schedule {schedule!r} is not a valid cron expression "
+            f"({CRON_FIELDS}, or @hourly, @daily, ...)"
+        )
+    try:
+        croniter(schedule, now or datetime.now(UTC)).get_next(datetime)
+    except CroniterError:
+        return (
+            f"spec.schedule {schedule!r} never fires: no date matches it "
+            "(e.g. a day of the month that its months do not have)"
+        )
     return None
 
 
@@ -110,7 +136,7 @@ def decide_run(
     answered = {run.retrain_request for run in runs if run.retrain_request}
     if retrain_request and retrain_request not in answered:
         return RunDecision("Retrain", retrain_request=retrain_request)
-    if schedule and not invalid_schedule(schedule):
+    if schedule and not invalid_schedule(schedule, now):
         due, _ = schedule_due(schedule, last_schedule, now)
         if due is not None:
             return RunDecision("Schedule", schedule_time=due)
@@ -171,3 +197,33 @@ def failure_message(
         kind = "user error" if user_error else f"exit code {message.get('exitCode')}"
         return f"trainer failed ({kind}): {message['error']}", user_error
     return job_failure or "the training Job failed", False
+
+
+def collectable(
+    outcome: str, completion_time: datetime | None, ttl_seconds: int | None, now: datetime
+) -> bool:
+    """Whether a run's Job may be deleted now: the run is recorded as finished (so its
+    result is in the status and, if it succeeded, its version exists) and the TrainingJob's
+    ttlSecondsAfterFinished has passed since it ended."""
+    if ttl_seconds is None or outcome not in (SUCCEEDED, FAILED) or completion_time is None:
+        return False
+    return completion_time + timedelta(seconds=ttl_seconds) <= now
+
+
+def lost_runs(history: list[TrainingRun], job_names: set[str]) -> list[TrainingRun]:
+    """Runs the status records as started but not finished whose Job no longer exists
+    (deleted by a person, or by a TTL controller before the operator read the result):
+    they are resumed under the same run id, whose trainer reports the result it
+    published, or trains again if it never published."""
+    return [run for run in history if run.outcome.value == RUNNING and run.job not in job_names]
+
+
+def superseded(run: ObservedRun, generation: int, pod_phases: list[str]) -> bool:
+    """Whether a new spec supersedes an active run: the run trains an older generation
+    and has not started (no pod of it got further than Pending: unschedulable, waiting
+    for a quota, an image that never pulls). A run that is training is left to finish:
+    runs never overlap, and its version is registered; the new spec runs next. A
+    suspended run is left alone (suspend holds every run)."""
+    if run.outcome != RUNNING or run.suspended or not 0 < run.generation < generation:
+        return False
+    return all(phase == "Pending" for phase in pod_phases)

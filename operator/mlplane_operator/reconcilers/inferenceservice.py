@@ -9,36 +9,74 @@ from __future__ import annotations
 
 import json
 import logging
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
 from mlplane_operator import conditions, kube, labels, metrics
 from mlplane_operator.api.v1alpha1 import InferenceService, ModelVersion
 from mlplane_operator.builders import serving
-from mlplane_operator.policies import rollout
+from mlplane_operator.policies import images, rollout
+from mlplane_operator.reconcilers import scrape
 from mlplane_operator.reconcilers.locks import object_lock, reconcile_latest
 from mlplane_operator.settings import OperatorSettings
 
 Manifest = dict[str, Any]
 log = logging.getLogger(__name__)
-HTTP_TIMEOUT = 2.0
+
+
+Readings = dict[tuple[int, int, str], list[str | None]]  # (version, port, path) -> per pod
 
 
 def reconcile(body: Manifest, settings: OperatorSettings) -> None:
     metadata = body["metadata"]
     lock = object_lock("InferenceService", metadata["namespace"], metadata["name"])
+    readings = _read_pods(body, settings)  # before the lock: pods may be slow to answer
     reconcile_latest(
-        "InferenceService", body, lock, lambda latest: _Reconcile(latest, settings).run()
+        "InferenceService",
+        body,
+        lock,
+        lambda latest: _Reconcile(latest, settings, readings).run(),
     )
+
+
+def _read_pods(body: Manifest, settings: OperatorSettings) -> Readings:
+    """What the pass will want from the pods, read without holding the object's lock:
+    the canary's /metrics during an analysed rollout, the serving version's /drift with
+    drift detection on. A version the pass wants but this did not read (a canary that
+    starts in this very pass) is judged on the next pass."""
+    isvc = InferenceService.from_body(body)
+    wanted: list[tuple[int, int, str]] = []
+    if isvc.spec.rollout.analysis is not None and isvc.status.canary_version is not None:
+        wanted.append((isvc.status.canary_version, settings.serving_port, "/metrics"))
+    if isvc.status.serving_version is not None and serving.drift_enabled(isvc):
+        wanted.append((isvc.status.serving_version, settings.monitor_port, "/drift"))
+    if not wanted:
+        return {}
+    pods = [
+        pod
+        for pod in kube.list_("Pod", isvc.namespace, {labels.INFERENCE_SERVICE: isvc.name})
+        if (pod.get("status") or {}).get("podIP")
+        and _pod_ready(pod)
+        and not pod["metadata"].get("deletionTimestamp")
+    ]
+    targets = [
+        (key, pod["status"]["podIP"])
+        for key in wanted
+        for pod in pods
+        if (pod["metadata"].get("labels") or {}).get(labels.VERSION) == str(key[0])
+    ]
+    texts = scrape.fetch_all((ip, port, path) for (_, port, path), ip in targets)
+    readings: Readings = {key: [] for key in wanted}
+    for (key, _), text in zip(targets, texts, strict=True):
+        readings[key].append(text)
+    return readings
 
 
 class _Reconcile:
     """One pass over one InferenceService; the fields collect what the status reports."""
 
-    def __init__(self, body: Manifest, settings: OperatorSettings) -> None:
-        self.body, self.settings = body, settings
+    def __init__(self, body: Manifest, settings: OperatorSettings, readings: Readings) -> None:
+        self.body, self.settings, self.readings = body, settings, readings
         self.isvc = InferenceService.from_body(body)
         self.now = datetime.now(UTC).replace(microsecond=0)
         status = self.isvc.status
@@ -56,6 +94,14 @@ class _Reconcile:
     # --- the pass ----------------------------------------------------------------------
 
     def run(self) -> None:
+        try:
+            self._run()
+        except kube.Rejected as error:
+            # Admitted as an InferenceService, refused as a child (requests above
+            # limits, say): say so, naming the field, instead of failing every pass.
+            self._stall("ChildRejected", f"the API server rejected a child: {error}")
+
+    def _run(self) -> None:
         isvc = self.isvc
         deployments = {
             int(d["metadata"]["labels"][labels.VERSION]): d
@@ -65,6 +111,10 @@ class _Reconcile:
         if self.serving is not None and self.serving not in deployments:
             self.serving = None  # deleted under us: treat as a first deployment
         target, waiting = self._resolve_target()
+        refused = self._refusal(target)
+        if refused is not None:
+            self._stall(*refused)  # the running Deployments stay as they are: no outage
+            return
         kube.apply(serving.build_service(isvc, self.body, self.settings))
         total = (
             isvc.spec.autoscaling.min_replicas
@@ -132,6 +182,37 @@ class _Reconcile:
             return None, f"waiting for {description} to be verified"
         return None, f"waiting for {description} (no such ModelVersion yet)"
 
+    def _refusal(self, target: ModelVersion | None) -> tuple[str, str] | None:
+        """(reason, message) when the operator policy forbids serving this spec."""
+        image = self.isvc.spec.image
+        refused = images.image_refusal(image, self.settings)
+        if refused:
+            return "ImageNotAllowed", refused
+        if target is None:
+            return None
+        baseline = target.spec.baseline.uri if target.spec.baseline else None
+        uses_s3 = any(
+            (uri or "").startswith("s3://") for uri in (target.spec.artifact.uri, baseline)
+        )
+        refused = images.credentials_refusal(image, uses_s3, None, self.settings)
+        return ("NoCredentials", refused) if refused else None
+
+    def _stall(self, reason: str, message: str) -> None:
+        stored = conditions.find([c.to_json() for c in self.isvc.status.conditions], "Stalled")
+        if (stored or {}).get("reason") != reason or (stored or {}).get("message") != message:
+            kube.post_event(self.body, "Warning", reason, message)
+        generation = self.isvc.metadata.get("generation", 1)
+        status: Manifest = {
+            "observedGeneration": generation,
+            "phase": "Failed",
+            "conditions": conditions.merge_conditions(
+                [c.to_json() for c in self.isvc.status.conditions],
+                conditions.stalled(reason, message),
+                generation,
+            ),
+        }
+        kube.write_status_if_changed(self.body, status)
+
     def _rolled_back_versions(self) -> set[int]:
         return {r["version"] for r in self.history if r.get("outcome") == "RolledBack"}
 
@@ -182,6 +263,26 @@ class _Reconcile:
             self.serving, self.canary = version, None
             self._remove_others({version}, deployments)
             self._finish(version, previous, "Succeeded", "rolling update complete", "RollingUpdate")
+            return
+        deadline = self.isvc.spec.rollout.progress_deadline_seconds
+        if rollout.past_deadline(self._rollout_started(version), deadline, self.now):
+            # The previous version still serves (its Deployment is kept until the new
+            # one is ready): dropping the new one is the rollback.
+            message = (
+                f"no progress within spec.rollout.progressDeadlineSeconds ({deadline} s): "
+                f"{_ready_replicas(applied)} of {max(total, 1)} pods of v{version} ready"
+            )
+            if not self.isvc.spec.rollout.auto_rollback:
+                self.rollout_phase = "Failed"
+                return
+            kube.delete(
+                "Deployment", self.isvc.namespace, serving.deployment_name(self.isvc, version)
+            )
+            self.canary = None
+            self._finish(version, self.serving, "RolledBack", message, "RollingUpdate")
+            kube.post_event(
+                self.body, "Warning", "RolledBack", f"v{version} rolled back: {message}"
+            )
 
     def _canary_step(
         self, target: ModelVersion, total: int, deployments: dict[int, Manifest]
@@ -215,10 +316,22 @@ class _Reconcile:
         applied = self._deploy(target, canary_replicas, _step_annotations(step, started))
         self.canary, self.weight, self.rollout_phase = version, steps[step], "Progressing"
         self._remove_others({self.serving, version}, deployments)
-        if (
-            _ready_replicas(applied) < canary_replicas
-            or (self.now - started).total_seconds() < step_seconds
-        ):
+        # Progress is a step advancing: a step that has not passed its analysis within
+        # progressDeadlineSeconds after its stepSeconds fails the rollout.
+        overdue = rollout.past_deadline(
+            started, step_seconds + spec.progress_deadline_seconds, self.now
+        )
+        deadline = (
+            "no progress within spec.rollout.progressDeadlineSeconds "
+            f"({spec.progress_deadline_seconds} s)"
+        )
+        if _ready_replicas(applied) < canary_replicas:
+            if overdue:
+                self._fail_canary(
+                    version, stable, total, f"{deadline}: the canary pods are not ready"
+                )
+            return
+        if (self.now - started).total_seconds() < step_seconds:
             return
         verdict = self._analyse(version)
         if verdict.outcome == "wait":
@@ -227,27 +340,14 @@ class _Reconcile:
                     "CanaryAnalysis", "Unknown", "WaitingForTraffic", verdict.message
                 )
             )
+            if overdue:
+                self._fail_canary(version, stable, total, f"{deadline}: {verdict.message}")
             return
         if verdict.outcome == "fail":
             self.observed.append(
                 conditions.Observed("CanaryAnalysis", "False", "AnalysisFailed", verdict.message)
             )
-            if spec.auto_rollback:
-                kube.delete(
-                    "Deployment", self.isvc.namespace, serving.deployment_name(self.isvc, version)
-                )
-                if stable is not None:
-                    self._deploy(stable, total)
-                self.canary, self.weight = None, None
-                self._finish(version, self.serving, "RolledBack", verdict.message, "Canary")
-                kube.post_event(
-                    self.body,
-                    "Warning",
-                    "RolledBack",
-                    f"canary v{version} rolled back: {verdict.message}",
-                )
-            else:
-                self.rollout_phase = "Failed"
+            self._fail_canary(version, stable, total, verdict.message)
             return
         self.observed.append(
             conditions.Observed("CanaryAnalysis", "True", "AnalysisPassed", verdict.message)
@@ -273,17 +373,41 @@ class _Reconcile:
             version, previous, "Succeeded", f"canary promoted: {verdict.message}", "Canary"
         )
 
+    def _fail_canary(
+        self, version: int, stable: ModelVersion | None, total: int, message: str
+    ) -> None:
+        """The canary failed its analysis or its deadline: roll back (autoRollback) or
+        stop where it is (rolloutPhase Failed)."""
+        if not self.isvc.spec.rollout.auto_rollback:
+            self.rollout_phase = "Failed"
+            return
+        kube.delete("Deployment", self.isvc.namespace, serving.deployment_name(self.isvc, version))
+        if stable is not None:
+            self._deploy(stable, total)
+        self.canary, self.weight = None, None
+        self._finish(version, self.serving, "RolledBack", message, "Canary")
+        kube.post_event(
+            self.body, "Warning", "RolledBack", f"canary v{version} rolled back: {message}"
+        )
+
     def _analyse(self, version: int) -> rollout.Verdict:
         analysis = self.isvc.spec.rollout.analysis
         if analysis is None:
             return rollout.Verdict("pass", "no analysis configured")
-        traffic = [
-            rollout.parse_traffic(text)
-            for text in self._scrape(version, self.settings.serving_port, "/metrics")
-            if text is not None
-        ]
+        traffic: list[rollout.Traffic] = []
+        unreadable = 0
+        for text in self._scrape(version, self.settings.serving_port, "/metrics"):
+            parsed = _traffic_or_none(text)
+            if parsed is None:
+                unreadable += 1
+            else:
+                traffic.append(parsed)
         return rollout.analyse(
-            traffic, analysis.max_error_rate, analysis.max_latency_p99_ms, analysis.min_requests
+            traffic,
+            analysis.max_error_rate,
+            analysis.max_latency_p99_ms,
+            analysis.min_requests,
+            unreadable,
         )
 
     # --- drift -------------------------------------------------------------------------
@@ -353,26 +477,15 @@ class _Reconcile:
     # --- helpers -----------------------------------------------------------------------
 
     def _scrape(self, version: int, port: int, path: str) -> list[str | None]:
-        """GET `path` on every ready pod of a version, directly at the pod IP."""
-        pods = kube.list_(
-            "Pod",
-            self.isvc.namespace,
-            {labels.INFERENCE_SERVICE: self.isvc.name, labels.VERSION: str(version)},
-        )
-        texts: list[str | None] = []
-        for pod in pods:
-            ip = (pod.get("status") or {}).get("podIP")
-            if not ip or not _pod_ready(pod) or pod["metadata"].get("deletionTimestamp"):
-                continue
-            try:
-                with urllib.request.urlopen(
-                    f"http://{ip}:{port}{path}", timeout=HTTP_TIMEOUT
-                ) as response:
-                    texts.append(response.read().decode())
-            except (urllib.error.URLError, OSError) as error:
-                log.info("could not read %s from %s: %s", path, pod["metadata"]["name"], error)
-                texts.append(None)
-        return texts
+        """What each ready pod of `version` answered on `path` (read before the pass)."""
+        return self.readings.get((version, port, path), [])
+
+    def _rollout_started(self, version: int) -> datetime | None:
+        """When the rollout of `version` in progress started, from the rollout history."""
+        for entry in reversed(self.history):
+            if entry["version"] == version and entry["outcome"] == "Progressing":
+                return datetime.fromisoformat(str(entry["startTime"]).replace("Z", "+00:00"))
+        return None
 
     def _model_version(self, version: int) -> ModelVersion | None:
         """The model's ModelVersion `version`, from the list this pass already read."""
@@ -503,6 +616,16 @@ class _Reconcile:
             for s in slices
             for endpoint in s.get("endpoints") or []
         )
+
+
+def _traffic_or_none(text: str | None) -> rollout.Traffic | None:
+    """A pod's traffic, or None when it did not answer with the Prometheus text format."""
+    if text is None:
+        return None
+    try:
+        return rollout.parse_traffic(text)
+    except ValueError:
+        return None
 
 
 def _step_annotations(step: int, started: datetime) -> dict[str, str]:

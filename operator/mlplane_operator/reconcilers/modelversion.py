@@ -17,7 +17,8 @@ from mlplane_operator import conditions, kube, labels, metrics
 from mlplane_operator.api.v1alpha1 import ModelVersion
 from mlplane_operator.builders.verification import build_verification_job, verification_job_name
 from mlplane_operator.policies import runs as job_policy
-from mlplane_operator.policies.promotion import evaluate_auto_promote
+from mlplane_operator.policies.promotion import Verdict, evaluate_auto_promote, promotion_rank
+from mlplane_operator.reconcilers import ledger
 from mlplane_operator.reconcilers.locks import object_lock, reconcile_latest
 from mlplane_operator.settings import OperatorSettings
 
@@ -98,6 +99,7 @@ def _verification(
         return mv.status.verified, mv.status.message or "", _iso(decided) if decided else None
     job = kube.get("Job", mv.namespace, verification_job_name(mv))
     if job is None:
+        ledger.record_used(mv.spec.model, mv.namespace, mv.spec.version)
         kube.create(build_verification_job(mv, body, settings))
         kube.post_event(body, "Normal", "Verifying", f"verifying artifact {mv.spec.artifact.uri}")
         return None, "a verification Job is checking the artifact", None
@@ -127,6 +129,7 @@ def _apply_registration(mv: ModelVersion, body: Manifest, stage: str) -> tuple[s
     if requested is None and policy_text is None:
         return stage, None
     target, reason = requested or stage, f"registered in stage {requested}" if requested else None
+    verdict: Verdict | None = None
     if policy_text is not None:
         production = _production_versions(mv)
         verdict = evaluate_auto_promote(
@@ -134,21 +137,26 @@ def _apply_registration(mv: ModelVersion, body: Manifest, stage: str) -> tuple[s
             mv.spec.metrics or {},
             production[0]["spec"].get("metrics") if production else None,
         )
+        if verdict.promote:
+            target, reason = PRODUCTION, f"autoPromote: {verdict.reason}"
+    patched = kube.patch_merge(
+        "ModelVersion", mv.namespace, mv.name,
+        {
+            "metadata": {
+                "annotations": {labels.REQUESTED_STAGE: None, labels.AUTO_PROMOTE: None},
+                "resourceVersion": body["metadata"]["resourceVersion"],  # decided on this
+            },
+            "spec": {"stage": target},
+        },
+    )  # fmt: skip
+    body["metadata"]["resourceVersion"] = patched["metadata"]["resourceVersion"]
+    if verdict is not None:  # after the patch: only the pass that applied it announces it
         kube.post_event(
             body,
             "Normal",
             "Promoted" if verdict.promote else "NotPromoted",
             f"autoPromote: {verdict.reason}",
         )
-        if verdict.promote:
-            target, reason = PRODUCTION, f"autoPromote: {verdict.reason}"
-    kube.patch_merge(
-        "ModelVersion", mv.namespace, mv.name,
-        {
-            "metadata": {"annotations": {labels.REQUESTED_STAGE: None, labels.AUTO_PROMOTE: None}},
-            "spec": {"stage": target},
-        },
-    )  # fmt: skip
     return target, reason
 
 
@@ -165,27 +173,29 @@ def _production_versions(mv: ModelVersion) -> list[Manifest]:
 
 
 def _archive_other_production(mv: ModelVersion, body: Manifest, now: datetime) -> None:
-    """At most one Production version per model: the one promoted last wins."""
-    mine = _promoted_at([c.to_json() for c in mv.status.stage_history], now)
+    """At most one Production version per model: the one promoted last wins, the higher
+    version on a tie, so that every pass, on every replica, agrees on the one to keep.
+    The archive applies only over the version of the other that was read: if it changed
+    meanwhile (promoted again, say), the pass runs again on what it is now."""
+    mine = promotion_rank([c.to_json() for c in mv.status.stage_history], mv.spec.version, now)
     for other in _production_versions(mv):
-        theirs = _promoted_at((other.get("status") or {}).get("stageHistory"), now)
-        if theirs > mine:
+        history = (other.get("status") or {}).get("stageHistory")
+        if promotion_rank(history, int(other["spec"]["version"]), now) > mine:
             continue  # the other one is newer: it will archive this one
         name = other["metadata"]["name"]
-        kube.patch_merge("ModelVersion", mv.namespace, name, {"spec": {"stage": ARCHIVED}})
+        kube.patch_merge(
+            "ModelVersion", mv.namespace, name,
+            {
+                "metadata": {"resourceVersion": other["metadata"]["resourceVersion"]},
+                "spec": {"stage": ARCHIVED},
+            },
+        )  # fmt: skip
         kube.post_event(
             other, "Normal", "Archived", f"archived: {mv.name} was promoted to Production"
         )
         kube.post_event(
             body, "Normal", "PromotedToProduction", f"{name} archived; {mv.name} is Production"
         )
-
-
-def _promoted_at(history: list[Manifest] | None, now: datetime) -> str:
-    """When a version last entered Production, as an ISO time ('now' if it just did)."""
-    if history and history[-1].get("stage") == PRODUCTION:
-        return str(history[-1].get("time"))
-    return _iso(now)
 
 
 def _headline(mv: ModelVersion) -> Manifest | None:

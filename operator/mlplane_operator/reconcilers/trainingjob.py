@@ -18,14 +18,18 @@ from mlplane_operator.api.v1alpha1.trainingjob import RunOutcome
 from mlplane_operator.builders.registry import build_model_version
 from mlplane_operator.builders.training import Run, build_training_job, storage_uri
 from mlplane_operator.builders.workloads import build_storage_claim, claims_of
+from mlplane_operator.policies import images, versions
 from mlplane_operator.policies import runs as policy
+from mlplane_operator.reconcilers import ledger
 from mlplane_operator.reconcilers.locks import object_lock, reconcile_latest
 from mlplane_operator.settings import OperatorSettings
 
 Manifest = dict[str, Any]
 log = logging.getLogger(__name__)
 SCHEDULE_TIME = f"{labels.PREFIX}/schedule-time"
+RESUMED = f"{labels.PREFIX}/resumed"  # on a training Job created again for a lost run
 MAX_REGISTRATION_ATTEMPTS = 20
+RECORDED = (policy.SUCCEEDED, policy.FAILED, RunOutcome.CANCELLED.value)  # final outcomes
 
 
 def reconcile(body: Manifest, settings: OperatorSettings) -> None:
@@ -42,45 +46,90 @@ def _reconcile(body: Manifest, settings: OperatorSettings) -> None:
         job
         for job in kube.list_("Job", tj.namespace, {labels.TRAINING_JOB: tj.name})
         if any(ref.get("uid") == uid for ref in job["metadata"].get("ownerReferences") or [])
+        and not job["metadata"].get("deletionTimestamp")  # superseded or collected
     ]
     observed = sorted((policy.observe_job(job) for job in jobs), key=lambda r: r.number)
     history: dict[str, TrainingRun] = {run.name: run for run in tj.status.runs}
+    _collect_recorded_jobs(tj, observed, now)
 
     for run in observed:
         previous = history.get(run.name)
-        if previous is not None and previous.outcome.value in (policy.SUCCEEDED, policy.FAILED):
+        if previous is not None and previous.outcome.value in RECORDED:
             continue  # recorded already
         history[run.name] = _record(tj, body, run, previous, settings)
+    cancelled = _supersede_pending_runs(tj, body, observed, history, now)
+    observed = [run for run in observed if run.name not in cancelled]
 
     active = [run for run in observed if run.outcome == policy.RUNNING]
     active_run = active[0].name if active else None
+    lost = policy.lost_runs(list(history.values()), {run.name for run in observed})
+    for lost_run in lost:
+        history[lost_run.name] = _resume(tj, body, lost_run, settings)
+        active_run = active_run or lost_run.name
     suspend = tj.spec.run_policy.suspend
     for run in active:
         if run.suspended != suspend:
             kube.patch_merge("Job", tj.namespace, run.name, {"spec": {"suspend": suspend}})
 
-    schedule_error = policy.invalid_schedule(tj.spec.schedule)
+    schedule_error = policy.invalid_schedule(tj.spec.schedule, now)
+    spec_error = _spec_error(tj, schedule_error, settings)
     last_schedule = _last_schedule(tj, jobs)
-    decision = policy.decide_run(
-        generation=tj.metadata.get("generation", 1),
-        runs=observed,
-        history_generations={r.generation for r in history.values() if r.generation},
-        retrain_request=(tj.metadata.get("annotations") or {}).get(labels.RETRAIN_REQUESTED),
-        schedule=tj.spec.schedule,
-        last_schedule=last_schedule,
-        now=now,
-        suspended=suspend,
+    decision = (
+        None
+        if spec_error or lost
+        else policy.decide_run(
+            generation=tj.metadata.get("generation", 1),
+            runs=observed,
+            history_generations={r.generation for r in history.values() if r.generation},
+            retrain_request=(tj.metadata.get("annotations") or {}).get(labels.RETRAIN_REQUESTED),
+            schedule=tj.spec.schedule,
+            last_schedule=last_schedule,
+            now=now,
+            suspended=suspend,
+        )
     )
     if decision is not None:
         started = _start_run(tj, body, decision, observed, history, settings)
         history[started.name] = started
-        active_run = started.name
+        if started.outcome == RunOutcome.RUNNING:
+            active_run = started.name
         if decision.schedule_time is not None:
             last_schedule = decision.schedule_time
 
     _write_status(
-        tj, body, list(history.values()), active_run, last_schedule, schedule_error, now, settings
+        tj, body, list(history.values()), active_run, last_schedule, spec_error, now, settings
     )
+
+
+def _spec_error(
+    tj: TrainingJob, schedule_error: str | None, settings: OperatorSettings
+) -> tuple[str, str] | None:
+    """(reason, message) when the spec can start no run until a person changes it."""
+    if schedule_error:
+        return "InvalidSchedule", schedule_error
+    refused = images.image_refusal(tj.spec.image, settings)
+    if refused:
+        return "ImageNotAllowed", refused
+    output = storage_uri(tj, settings)
+    uses_s3 = any((uri or "").startswith("s3://") for uri in (tj.spec.dataset.uri, output))
+    refused = images.credentials_refusal(
+        tj.spec.image, uses_s3, tj.spec.s3_credentials_secret, settings
+    )
+    if refused:
+        return "NoCredentials", f"{refused}, or set spec.s3CredentialsSecret"
+    return None
+
+
+def _announce_stall(tj: TrainingJob, body: Manifest, reason: str, message: str) -> None:
+    """One Warning Event when the TrainingJob becomes Stalled for `reason`, not one per
+    pass: the stored Stalled condition says whether it was announced."""
+    stored = conditions.find([c.to_json() for c in tj.status.conditions], "Stalled") or {}
+    if (stored.get("status"), stored.get("reason"), stored.get("message")) != (
+        "True",
+        reason,
+        message,
+    ):
+        kube.post_event(body, "Warning", reason, message)
 
 
 def _last_schedule(tj: TrainingJob, jobs: list[Manifest]) -> datetime:
@@ -115,18 +164,7 @@ def _start_run(
         annotations[labels.RETRAIN_REQUEST] = decision.retrain_request
     if decision.schedule_time is not None:
         annotations[SCHEDULE_TIME] = decision.schedule_time.isoformat()
-    created = kube.create(job)
-    if created is not None:
-        metrics.RUNS.labels(event="started").inc()
-        kube.post_event(body, "Normal", "RunStarted",
-                        f"run {job['metadata']['name']} started ({decision.trigger})")  # fmt: skip
-    if decision.retrain_request:
-        # The request is answered: consume it, so it cannot start a second run.
-        kube.patch_merge(
-            "TrainingJob", tj.namespace, tj.name,
-            {"metadata": {"annotations": {labels.RETRAIN_REQUESTED: None}}},
-        )  # fmt: skip
-    return TrainingRun(
+    record = TrainingRun(
         name=job["metadata"]["name"],
         job=job["metadata"]["name"],
         trigger=decision.trigger,
@@ -134,6 +172,91 @@ def _start_run(
         start_time=datetime.now(UTC),
         outcome="Running",
     )
+    try:
+        created = kube.create(job)
+    except kube.Rejected as error:
+        # Admitted as a TrainingJob, refused as a Job (a node selector or resource the
+        # Job validation rejects, say): the run fails once, and the generation with it.
+        created = None
+        record = _failed(body, record, "JobRejected", f"the API server rejected its Job: {error}")
+        record.completion_time = record.start_time
+    if created is not None:
+        metrics.RUNS.labels(event="started").inc()
+        kube.post_event(body, "Normal", "RunStarted",
+                        f"run {job['metadata']['name']} started ({decision.trigger})")  # fmt: skip
+    if decision.retrain_request:
+        # The request is answered: consume it, so it cannot start a second run.
+        consumed = kube.patch_merge(
+            "TrainingJob", tj.namespace, tj.name,
+            {"metadata": {"annotations": {labels.RETRAIN_REQUESTED: None}}},
+        )  # fmt: skip
+        body["metadata"]["resourceVersion"] = consumed["metadata"]["resourceVersion"]
+    return record
+
+
+def _supersede_pending_runs(
+    tj: TrainingJob,
+    body: Manifest,
+    observed: list[policy.ObservedRun],
+    history: dict[str, TrainingRun],
+    now: datetime,
+) -> set[str]:
+    """Cancel active runs of an older generation that never started (policies.runs.
+    superseded), so that a fixed spec is not stuck behind a run that can never start."""
+    generation = tj.metadata.get("generation", 1)
+    cancelled: set[str] = set()
+    for run in observed:
+        if run.outcome != policy.RUNNING or not 0 < run.generation < generation:
+            continue
+        pods = kube.list_("Pod", tj.namespace, {"batch.kubernetes.io/job-name": run.name})
+        phases = [(pod.get("status") or {}).get("phase", "Pending") for pod in pods]
+        if not policy.superseded(run, generation, phases):
+            continue
+        kube.delete("Job", tj.namespace, run.name)
+        record = history[run.name]
+        record.outcome, record.completion_time = RunOutcome.CANCELLED, now
+        record.message = f"superseded by generation {generation} before it started"
+        kube.post_event(body, "Normal", "RunSuperseded", f"run {run.name}: {record.message}")
+        cancelled.add(run.name)
+    return cancelled
+
+
+def _collect_recorded_jobs(
+    tj: TrainingJob, observed: list[policy.ObservedRun], now: datetime
+) -> None:
+    """runPolicy.ttlSecondsAfterFinished, applied by the operator: a finished run's Job
+    (and its pods, by garbage collection) goes only once the stored status records the
+    run, so the result is never lost with it."""
+    ttl = tj.spec.run_policy.ttl_seconds_after_finished
+    recorded = {run.name: run for run in tj.status.runs}
+    for run in observed:
+        stored = recorded.get(run.name)
+        if stored and policy.collectable(stored.outcome.value, stored.completion_time, ttl, now):
+            kube.delete("Job", tj.namespace, run.name)
+
+
+def _resume(
+    tj: TrainingJob, body: Manifest, run: TrainingRun, settings: OperatorSettings
+) -> TrainingRun:
+    """Create the Job of a run again, under its run id, after it was deleted before its
+    result was read: the trainer reports the result it published, or trains again if
+    it had not got that far. The run keeps its place in the history."""
+    number = run.name.rsplit("-", 1)[-1]
+    if not number.isdigit() or Run(int(number), "Spec", 1).job_name(tj.name) != run.name:
+        run.outcome, run.message = RunOutcome.FAILED, "its Job was deleted before it finished"
+        return run
+    trigger = run.trigger.value if run.trigger else "Spec"
+    resumed = Run(int(number), trigger, run.generation or tj.metadata.get("generation", 1))
+    job = build_training_job(tj, body, resumed, settings)
+    job["metadata"]["annotations"][RESUMED] = "true"
+    if kube.create(job) is not None:
+        text = (
+            f"run {run.name}: its Job was deleted before its result was read; started it "
+            "again under the same run id (it reports what it published, or trains again)"
+        )
+        kube.post_event(body, "Normal", "RunResumed", text)
+    run.message = "resumed: its Job was deleted before its result was read"
+    return run
 
 
 def _ensure_default_storage(tj: TrainingJob, settings: OperatorSettings) -> None:
@@ -169,12 +292,24 @@ def _record(
         return record
     pod = _run_pod(tj.namespace, run.name, succeeded=run.outcome == policy.SUCCEEDED)
     message = policy.trainer_message(pod)
+    if run.outcome == policy.SUCCEEDED and pod is None:
+        # The pod with the result is gone (pod garbage collection, a node lost): delete
+        # the Job too, so that the run is resumed and its trainer reports the result
+        # from result.json next to the artifacts.
+        kube.delete("Job", tj.namespace, run.name)
+        record.outcome = RunOutcome.RUNNING
+        record.message = "the trainer's pod is gone; reading the run's result again"
+        return record
     if run.outcome == policy.SUCCEEDED:
         if not message or "artifact" not in message:
             record.outcome = RunOutcome.FAILED
             record.message = "the trainer succeeded but wrote no result to its termination message"
         else:
-            version = _register(tj, run.name, message, settings)
+            try:
+                version = _register(tj, run.name, message, settings)
+            except kube.Rejected as error:
+                text = f"the API server rejected its ModelVersion: {error}"
+                return _failed(body, record, "RegistrationRejected", text)
             record.version = version
             record.metric = _headline(tj, message.get("metrics") or {})
             record.message = f"registered {tj.spec.model}-v{version}"
@@ -185,11 +320,17 @@ def _record(
             return record
     oom_limit = policy.oom_killed_limit(pod)
     text, user_error = policy.failure_message(run.failure, message, oom_limit)
+    reason = "OOMKilled" if oom_limit else "UserError" if user_error else "RunFailed"
+    return _failed(body, record, reason, text)
+
+
+def _failed(body: Manifest, record: TrainingRun, reason: str, text: str) -> TrainingRun:
+    """Record a run as failed, once: a failed run is never recorded again (nor retried
+    for the same generation), so a spec that can never work stalls with one Event."""
     record.outcome = RunOutcome.FAILED
     record.message = text[:1024]
     metrics.RUNS.labels(event="failed").inc()
-    reason = "OOMKilled" if oom_limit else "UserError" if user_error else "RunFailed"
-    kube.post_event(body, "Warning", reason, f"run {run.name}: {text}")
+    kube.post_event(body, "Warning", reason, f"run {record.name}: {text}")
     return record
 
 
@@ -202,28 +343,56 @@ def _run_pod(namespace: str, job: str, succeeded: bool) -> Manifest | None:
 
 
 def _register(tj: TrainingJob, run: str, result: Manifest, settings: OperatorSettings) -> int:
-    """Create `<model>-v<N>` with the next free N for the model, exactly once per run.
+    """Create `<model>-v<N>` for this run exactly once, with a number never given before.
 
-    The run's label finds a version registered before a crash; `create` fails on a name
-    taken by a concurrent registration of the same model, and the next N is tried.
+    The number comes from the model's version ledger (policies.versions), written with a
+    resourceVersion precondition, so that two replicas, two TrainingJobs of one model or
+    a crash at any point never give one number twice nor one run two numbers. The
+    version's labels (the TrainingJob's uid and the run) find a registration done before
+    a crash; a TrainingJob applied again under the same name is another incarnation
+    (another uid) and registers its own version.
     """
-    existing = kube.list_(
-        "ModelVersion", tj.namespace, {labels.RUN: run, labels.TRAINING_JOB: tj.name}
-    )
-    if existing:
-        return int(existing[0]["spec"]["version"])
+    uid = tj.metadata["uid"]
+    key = versions.run_key(uid, run)
     image = tj.spec.image or settings.runtime_image
     for _ in range(MAX_REGISTRATION_ATTEMPTS):
-        versions = [
-            int(mv["spec"]["version"])
-            for mv in kube.list_("ModelVersion", tj.namespace)
+        model_versions = [
+            mv
+            for mv in kube.list_("ModelVersion", tj.namespace)  # hand-applied ones have no labels
             if mv["spec"].get("model") == tj.spec.model
         ]
-        version = max(versions, default=0) + 1
-        if kube.create(build_model_version(tj, run, result, version, image)) is not None:
+        mine = [mv for mv in model_versions if _registered_by(mv, tj.name, uid, run, result)]
+        if mine:
+            return int(mine[0]["spec"]["version"])
+        stored, current = ledger.read(tj.spec.model, tj.namespace)
+        allocation = versions.allocate(
+            current, key, {int(mv["spec"]["version"]) for mv in model_versions}
+        )
+        if allocation.changed and not ledger.write(
+            tj.spec.model, tj.namespace, stored, allocation.ledger
+        ):
+            continue  # another allocation won: read again
+        manifest = build_model_version(tj, run, result, allocation.version, image)
+        if kube.create(manifest) is not None:
             metrics.VERSIONS.inc()
-            return version
+            return allocation.version
+        # The name exists: ours (a concurrent pass of this run) or one applied by hand;
+        # the next attempt finds the former by its labels and steps over the latter.
     raise kube.TransientError(f"could not allocate a version number for {tj.spec.model}")
+
+
+def _registered_by(mv: Manifest, tj_name: str, uid: str, run: str, result: Manifest) -> bool:
+    found = mv["metadata"].get("labels") or {}
+    if found.get(labels.TRAINING_JOB) != tj_name or found.get(labels.RUN) != run:
+        return False
+    if labels.TRAINING_JOB_UID in found:
+        return bool(found[labels.TRAINING_JOB_UID] == uid)
+    # Registered before versions carried the uid: the same run only if the same artifact.
+    artifact = mv["spec"].get("artifact") or {}
+    return bool(
+        artifact.get("uri") == result["artifact"].get("uri")
+        and artifact.get("sha256") == result["artifact"].get("sha256")
+    )
 
 
 def _headline(tj: TrainingJob, values: Manifest) -> MetricValue | None:
@@ -231,8 +400,9 @@ def _headline(tj: TrainingJob, values: Manifest) -> MetricValue | None:
     names = [policy_metric.metric.value] if policy_metric else []
     names += [m.value for m in tj.spec.validation.metrics or []] + sorted(values)
     for name in names:
-        if isinstance(values.get(name), int | float):
-            return MetricValue(name=name, value=float(values[name]))
+        value = values.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return MetricValue(name=name, value=float(value))
     return None
 
 
@@ -242,7 +412,7 @@ def _write_status(
     runs: list[TrainingRun],
     active_run: str | None,
     last_schedule: datetime,
-    schedule_error: str | None,
+    spec_error: tuple[str, str] | None,
     now: datetime,
     settings: OperatorSettings,
 ) -> None:
@@ -251,8 +421,9 @@ def _write_status(
     last = finished[-1] if finished else None
     registered = [r for r in runs if r.version is not None]
     generation = tj.metadata.get("generation", 1)
-    if schedule_error:
-        phase, observed = "Failed", conditions.stalled("InvalidSchedule", schedule_error)
+    if spec_error:
+        phase, observed = "Failed", conditions.stalled(*spec_error)
+        _announce_stall(tj, body, *spec_error)
     elif tj.spec.run_policy.suspend:
         phase, observed = "Suspended", conditions.ready("Suspended", "the TrainingJob is suspended")
     elif active_run:
@@ -279,7 +450,8 @@ def _write_status(
             [c.to_json() for c in tj.status.conditions], observed, generation
         ),
     }
-    if tj.spec.schedule and not schedule_error:
+    status["nextScheduleTime"] = None
+    if tj.spec.schedule and not policy.invalid_schedule(tj.spec.schedule, now):
         _, upcoming = policy.schedule_due(tj.spec.schedule, last_schedule, now)
         status["nextScheduleTime"] = upcoming.strftime("%Y-%m-%dT%H:%M:%SZ")
         if last_schedule > datetime.fromisoformat(

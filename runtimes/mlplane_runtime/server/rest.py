@@ -13,6 +13,7 @@ Routes::
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -30,6 +31,8 @@ from mlplane_runtime.server import metrics
 from mlplane_runtime.server.codec import decode_v1, decode_v2, encode_v2
 from mlplane_runtime.server.dataplane import DataPlane
 
+log = logging.getLogger(__name__)
+
 
 class RestApp:
     """Callable HTTP application over one DataPlane."""
@@ -46,6 +49,11 @@ class RestApp:
             response = self._route(request)
         except RequestError as exc:
             response = error_response(exc.status, str(exc))
+        except Exception:
+            # Counted like every other answer: a canary whose model raises on every
+            # request must show up as 5xx in mlplane_requests_total, or it is promoted.
+            log.exception("unhandled error for %s %s", request.method, request.path)
+            response = error_response(500, "internal server error")
         if protocol in self._latency:
             self._latency[protocol].observe(time.perf_counter() - started)
         self._count(protocol, response.status)

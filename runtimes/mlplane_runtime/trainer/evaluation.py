@@ -61,9 +61,16 @@ def evaluate(
     results: dict[str, float] = {}
     for name in names:
         try:
-            results[name] = round(table[name](), 6)
+            value = round(table[name](), 6)
         except ValueError as exc:
             raise UserError(
                 f"metric {name!r} cannot be computed on the hold-out set: {exc}"
             ) from exc
+        if not np.isfinite(value):
+            # r2 on a single hold-out row, say: NaN is not JSON, nor a score to promote on.
+            raise UserError(
+                f"metric {name!r} is {value} on the hold-out set of {len(y_true)} row(s); "
+                "hold out more rows (spec.validation.testSize) or use more data"
+            )
+        results[name] = value
     return results

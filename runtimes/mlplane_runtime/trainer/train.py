@@ -20,7 +20,13 @@ import mlplane_runtime
 from mlplane_runtime.artifacts import MODEL_FILE, new_session, session_signature, sha256_hex
 from mlplane_runtime.errors import UserError
 from mlplane_runtime.profile import build_profile
-from mlplane_runtime.storage import parse_uri, publish_directory
+from mlplane_runtime.storage import (
+    AlreadyPublishedError,
+    is_published,
+    parse_uri,
+    publish_directory,
+    read_bytes,
+)
 from mlplane_runtime.trainer.convert import check_parity, to_onnx
 from mlplane_runtime.trainer.data import Dataset, load_dataset
 from mlplane_runtime.trainer.estimators import build_estimator, is_classification
@@ -30,6 +36,7 @@ from mlplane_runtime.trainer.spec import TrainingSpec
 METRICS_FILE = "metrics.json"
 PROFILE_FILE = "profile.json"
 MANIFEST_FILE = "manifest.json"
+RESULT_FILE = "result.json"  # the run's result, next to the artifacts it describes
 
 
 @dataclass(frozen=True)
@@ -90,8 +97,40 @@ def _json(document: dict[str, Any]) -> bytes:
     return json.dumps(document, indent=2, sort_keys=True).encode()
 
 
+def run_uri(identity: RunIdentity) -> str:
+    return parse_uri(identity.output_uri).child(identity.model, identity.run).uri
+
+
+def published_result(identity: RunIdentity) -> dict[str, Any] | None:
+    """The result of this run if an earlier attempt published it (a retried pod whose
+    predecessor published and then died), else None. A run id publishes once: artifacts
+    that a ModelVersion may already record are never replaced."""
+    uri = run_uri(identity)
+    if not is_published(uri, MANIFEST_FILE):
+        return None
+    try:
+        result = json.loads(read_bytes(f"{uri}/{RESULT_FILE}"))
+    except (UserError, ValueError) as exc:
+        raise UserError(
+            f"{uri}: artifacts of run {identity.run!r} exist already and have no readable "
+            f"{RESULT_FILE} ({exc}); refusing to replace them: use a new run id"
+        ) from exc
+    if not isinstance(result, dict) or (result.get("model"), result.get("run")) != (
+        identity.model,
+        identity.run,
+    ):
+        raise UserError(
+            f"{uri}: the artifacts there belong to another run; refusing to replace them"
+        )
+    return result
+
+
 def train(spec: TrainingSpec, identity: RunIdentity) -> dict[str, Any]:
-    """Run the whole training and return the compact result for the termination log."""
+    """Run the whole training, publish the artifacts and the result, and return the
+    result for the termination log. A run published already is not trained again."""
+    earlier = published_result(identity)
+    if earlier is not None:
+        return earlier
     started = time.monotonic()
     classification = is_classification(spec.estimator)
     metric_names = check_metrics(spec.validation.metrics, classification)
@@ -115,7 +154,7 @@ def train(spec: TrainingSpec, identity: RunIdentity) -> dict[str, Any]:
     profile["featureOrder"] = data.feature_names
 
     libraries = library_versions()
-    run_uri = parse_uri(identity.output_uri).child(identity.model, identity.run).uri
+    location = run_uri(identity)
     metrics_doc = {"holdout": metrics, "parity": parity, "rows": _rows(x_train, x_test)}
     files = {
         MODEL_FILE: model_bytes,
@@ -142,25 +181,32 @@ def train(spec: TrainingSpec, identity: RunIdentity) -> dict[str, Any]:
         "libraries": libraries,
     }
     files[MANIFEST_FILE] = _json(manifest)
-    publish_directory(run_uri, files, commit_file=MANIFEST_FILE)
-
-    return {
+    result = {
         "model": identity.model,
         "run": identity.run,
         "artifact": {
-            "uri": f"{run_uri}/{MODEL_FILE}",
+            "uri": f"{location}/{MODEL_FILE}",
             "format": "onnx",
             **digests[MODEL_FILE],
         },
         "signature": signature,
         "metrics": metrics,
-        "baseline": {"uri": f"{run_uri}/{PROFILE_FILE}", **digests[PROFILE_FILE]},
-        "manifest": {"uri": f"{run_uri}/{MANIFEST_FILE}", **digests_of(files[MANIFEST_FILE])},
+        "baseline": {"uri": f"{location}/{PROFILE_FILE}", **digests[PROFILE_FILE]},
+        "manifest": {"uri": f"{location}/{MANIFEST_FILE}", **digests_of(files[MANIFEST_FILE])},
         "dataset": {"uri": data.uri, "sha256": data.sha256},
         "estimator": estimator_info,
         "libraries": libraries,
         "durationSeconds": round(time.monotonic() - started, 3),
     }
+    files[RESULT_FILE] = _json(result)
+    try:
+        publish_directory(location, files, commit_file=MANIFEST_FILE)
+    except AlreadyPublishedError:
+        earlier = published_result(identity)  # another attempt of this run won the race
+        if earlier is None:
+            raise
+        return earlier
+    return result
 
 
 def _rows(x_train: Any, x_test: Any) -> dict[str, int]:

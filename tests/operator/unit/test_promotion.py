@@ -1,13 +1,15 @@
-"""The autoPromote policy: whether a verified version goes to Production, and why."""
+"""The autoPromote policy: whether a verified version goes to Production, and why; and
+which of two Production versions stays."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from mlplane_operator.api.v1alpha1.trainingjob import AutoPromote
-from mlplane_operator.policies.promotion import Verdict, evaluate_auto_promote
+from mlplane_operator.policies.promotion import Verdict, evaluate_auto_promote, promotion_rank
 
 
 def policy(**fields: Any) -> dict[str, Any]:
@@ -98,3 +100,17 @@ def test_bounds_are_checked_before_the_comparison_with_production() -> None:
         policy(metric="accuracy", minimum=0.9), {"accuracy": 0.85}, {"accuracy": 0.5}
     )
     assert verdict == Verdict(False, "accuracy=0.85 is below the minimum 0.9")
+
+
+def test_of_two_promotions_in_one_second_exactly_one_stays_production() -> None:
+    now = datetime(2025, 1, 10, 12, 0, 1, tzinfo=UTC)
+    same_second = [{"stage": "Production", "time": "2025-01-10T12:00:00Z"}]
+    v2, v3 = promotion_rank(same_second, 2, now), promotion_rank(same_second, 3, now)
+    assert v3 > v2  # both passes (v2's and v3's) agree: v3 stays, v2 is archived
+
+
+def test_the_version_promoted_last_stays_production_whatever_its_number() -> None:
+    now = datetime(2025, 1, 10, 12, 0, 1, tzinfo=UTC)
+    older = promotion_rank([{"stage": "Production", "time": "2025-01-09T08:00:00Z"}], 9, now)
+    being_promoted = promotion_rank([{"stage": "Staging", "time": "2025-01-09T07:00:00Z"}], 4, now)
+    assert being_promoted > older

@@ -136,12 +136,13 @@ def test_baseline_without_a_digest_is_not_recorded() -> None:
     ModelVersion.model_validate(mv)
 
 
-def test_version_is_labelled_for_lookup_by_model_run_and_trainingjob() -> None:
+def test_version_is_labelled_for_lookup_by_model_run_and_trainingjob_incarnation() -> None:
     assert build()["metadata"]["labels"] == {
         "app.kubernetes.io/managed-by": "mlplane",
         labels.MODEL: "iris",
         labels.VERSION: "4",
         labels.TRAINING_JOB: "iris",
+        labels.TRAINING_JOB_UID: trainingjob_body()["metadata"]["uid"],
         labels.RUN: "iris-7",
     }
 
@@ -171,3 +172,21 @@ def test_regression_run_registers_a_valid_version() -> None:
     assert parsed.spec.metrics == {"r2": 0.81, "rmse": 31250.5}
     assert "params" not in mv["spec"]["lineage"]["estimator"]
     assert labels.REQUESTED_STAGE not in mv["metadata"]["annotations"]
+
+
+def test_a_result_shortened_to_fit_the_termination_message_registers_a_valid_version() -> None:
+    result = trainer_result("iris-7", signature={"truncated": True})
+    result["estimator"]["params"] = {"truncated": True}
+    result["metrics"] = {"truncated": True}
+    mv = build(result=result)
+    assert "metrics" not in mv["spec"]
+    assert "signature" not in mv["spec"]  # the server reads the model's own signature
+    assert "params" not in mv["spec"]["lineage"]["estimator"]
+    ModelVersion.model_validate(mv)
+
+
+def test_metrics_that_are_not_finite_are_not_recorded() -> None:
+    result = trainer_result("iris-7", metrics={"r2": float("nan"), "rmse": float("inf"), "mae": 1})
+    mv = build(result=result)
+    assert mv["spec"]["metrics"] == {"mae": 1.0}
+    json.dumps(mv, allow_nan=False)  # what the API server would be sent is valid JSON

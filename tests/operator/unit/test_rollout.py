@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from mlplane_operator.policies.rollout import Traffic, analyse, canary_split, parse_traffic
+from mlplane_operator.policies.rollout import (
+    Traffic,
+    analyse,
+    canary_split,
+    parse_traffic,
+    past_deadline,
+)
 
 # As in runtimes/mlplane_runtime/server/metrics.py.
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -184,3 +192,21 @@ def test_analysis_passes_within_the_thresholds() -> None:
 def test_analysis_without_thresholds_passes_once_enough_requests_arrived() -> None:
     text = Server().serve("v2", 500, 5.0, count=20).metrics()
     assert analyse([parse_traffic(text)], None, None, min_requests=10).outcome == "pass"
+
+
+def test_analysis_fails_closed_without_the_metrics_of_every_canary_pod() -> None:
+    pod = parse_traffic(Server().serve("v2", 200, 0.003, count=50).metrics())
+    verdict = analyse([pod], 0.01, 50.0, min_requests=10, unreadable=1)
+    assert verdict.outcome == "wait"
+    assert verdict.message.startswith("could not read /metrics of 1 canary pod(s)")
+
+
+def test_analysis_with_no_readings_at_all_never_passes_even_with_min_requests_zero() -> None:
+    assert analyse([], None, None, min_requests=0).outcome == "wait"
+
+
+def test_a_rollout_is_past_its_deadline_only_after_it() -> None:
+    started = datetime(2025, 1, 10, 12, 0, 0, tzinfo=UTC)
+    assert not past_deadline(started, 600, started + timedelta(seconds=600))
+    assert past_deadline(started, 600, started + timedelta(seconds=601))
+    assert not past_deadline(None, 600, started)

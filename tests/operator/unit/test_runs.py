@@ -11,6 +11,7 @@ import pytest
 from croniter import croniter
 
 from mlplane_operator import labels
+from mlplane_operator.api.v1alpha1 import TrainingRun
 from mlplane_operator.builders.training import Run, build_training_job
 from mlplane_operator.policies.runs import (
     FAILED,
@@ -18,13 +19,16 @@ from mlplane_operator.policies.runs import (
     SUCCEEDED,
     ObservedRun,
     RunDecision,
+    collectable,
     decide_run,
     failure_message,
     invalid_schedule,
+    lost_runs,
     next_run_number,
     observe_job,
     oom_killed_limit,
     schedule_due,
+    superseded,
     trainer_message,
 )
 from tests.operator.unit.objects import Manifest, settings, trainingjob, trainingjob_body
@@ -293,6 +297,27 @@ def test_invalid_schedule_is_reported_naming_the_field_and_value(schedule: str) 
     assert repr(schedule) in message
 
 
+@pytest.mark.parametrize(
+    ("schedule", "says"),
+    [
+        ("0 0 30 2 *", "never fires"),  # admitted by a CRD from before the rule
+        ("0 0 31 2,4 *", "never fires"),  # beyond what the admission rule can see
+        ("* * * * * *", "per-second schedules are not supported"),
+    ],
+)
+def test_a_schedule_that_never_fires_or_fires_every_second_is_refused(
+    schedule: str, says: str
+) -> None:
+    message = invalid_schedule(schedule, NOW)
+    assert message is not None
+    assert message.startswith(f"spec.schedule {schedule!r}")
+    assert says in message
+
+
+def test_february_30_with_a_day_of_week_fires_on_that_weekday() -> None:
+    assert invalid_schedule("0 0 30 2 1", NOW) is None  # cron ORs the two day fields
+
+
 def test_no_schedule_is_not_an_error() -> None:
     assert invalid_schedule(None) is None
 
@@ -419,3 +444,41 @@ def test_oom_killed_without_a_limit_says_none_and_other_exits_are_not_oom() -> N
     assert oom_killed_limit(oom_killed_pod(None)) == "none"
     assert oom_killed_limit(pod("boom", exit_code=1)) is None
     assert oom_killed_limit(None) is None
+
+
+# the lifetime of a run's Job
+
+
+def test_a_finished_run_is_collected_only_once_recorded_and_its_ttl_has_passed() -> None:
+    ended = NOW - timedelta(seconds=30)
+    assert collectable(SUCCEEDED, ended, 30, NOW)
+    assert collectable(FAILED, ended, 0, NOW)
+    assert not collectable(SUCCEEDED, ended, 60, NOW)  # not yet
+    assert not collectable(RUNNING, ended, 0, NOW)  # not recorded as finished
+    assert not collectable(SUCCEEDED, ended, None, NOW)  # no TTL: kept
+    assert not collectable(SUCCEEDED, None, 0, NOW)
+
+
+def test_a_started_run_whose_job_is_gone_is_lost_and_a_finished_one_is_not() -> None:
+    history = [
+        TrainingRun(name="iris-1", job="iris-1", outcome="Succeeded"),
+        TrainingRun(name="iris-2", job="iris-2", outcome="Running"),
+        TrainingRun(name="iris-3", job="iris-3", outcome="Running"),
+    ]
+    assert [run.name for run in lost_runs(history, {"iris-3"})] == ["iris-2"]
+
+
+# a new spec and a run that never started
+
+
+def test_a_new_spec_supersedes_an_older_run_that_never_left_pending() -> None:
+    stuck = observed(outcome=RUNNING, generation=1)
+    assert superseded(stuck, 2, ["Pending"])
+    assert superseded(stuck, 2, [])  # no pod yet (a quota, say)
+
+
+def test_a_run_that_is_training_or_of_the_current_spec_or_suspended_is_not_superseded() -> None:
+    assert not superseded(observed(outcome=RUNNING, generation=1), 2, ["Pending", "Running"])
+    assert not superseded(observed(outcome=RUNNING, generation=2), 2, ["Pending"])
+    assert not superseded(observed(outcome=RUNNING, generation=1, suspended=True), 2, [])
+    assert not superseded(observed(outcome=SUCCEEDED, generation=1), 2, [])

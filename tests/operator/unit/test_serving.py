@@ -190,6 +190,14 @@ def test_s3_artifact_adds_endpoint_and_credentials_to_server_and_monitor() -> No
         assert container["envFrom"] == [{"secretRef": {"name": S3_SECRET}}]
 
 
+def test_an_image_named_by_the_inference_service_never_gets_the_platform_s3_secret() -> None:
+    mv = modelversion_body(uri="s3://models/iris/model.onnx")
+    manifest = deployment(inferenceservice_body(image="docker.io/someone/anything:1"), mv)
+    server = containers(manifest)["server"]
+    assert env_of(server)["AWS_ENDPOINT_URL"] == S3_ENDPOINT
+    assert "envFrom" not in server
+
+
 def test_pvc_artifact_gets_no_s3_settings() -> None:
     server = containers(deployment())["server"]
     assert "AWS_ENDPOINT_URL" not in env_of(server)

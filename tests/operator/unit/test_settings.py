@@ -99,3 +99,21 @@ def test_out_of_range_values_are_rejected_naming_the_field(
     monkeypatch.setenv(f"MLPLANE_{name}", value)
     with pytest.raises(ValidationError, match=name.lower()):
         OperatorSettings()
+
+
+def test_a_run_history_longer_than_the_crd_allows_is_refused_at_start_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # status.runs has maxItems 50: a longer history could never be written.
+    monkeypatch.setenv("MLPLANE_RUN_HISTORY_LIMIT", "51")
+    with pytest.raises(ValidationError, match="run_history_limit"):
+        OperatorSettings()
+    monkeypatch.setenv("MLPLANE_RUN_HISTORY_LIMIT", "50")
+    assert OperatorSettings().run_history_limit == 50
+
+
+def test_allowed_images_are_comma_separated_patterns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLPLANE_ALLOWED_IMAGES", "registry.example.com/ml/*, mlplane/runtime:*")
+    assert OperatorSettings().allowed_images == ["registry.example.com/ml/*", "mlplane/runtime:*"]
+    monkeypatch.setenv("MLPLANE_ALLOWED_IMAGES", "")
+    assert OperatorSettings().allowed_images == []

@@ -69,8 +69,15 @@ def test_trainer_receives_the_spec_and_its_identity_through_the_environment() ->
     }
     assert spec["validation"] == {"testSize": 0.25, "seed": 42, "metrics": ["accuracy", "f1_macro"]}
     assert env["MLPLANE_MODEL"] == "iris"
-    assert env["MLPLANE_RUN"] == "iris-3"
+    assert env["MLPLANE_RUN"] == "iris-3-" + trainingjob_body()["metadata"]["uid"][:8]
     assert env["HOME"] == "/tmp"
+
+
+def test_a_training_job_applied_again_under_its_name_publishes_under_another_run_id() -> None:
+    first, again = trainingjob_body(), trainingjob_body()
+    again["metadata"]["uid"] = "0b5e7c1a-0000-4000-8000-000000000001"
+    ids = {env_of(trainer(build(body)))["MLPLANE_RUN"] for body in (first, again)}
+    assert len(ids) == 2  # the same Job name, iris-3, never the same artifact directory
 
 
 def test_trainer_spec_leaves_out_what_only_the_operator_reads() -> None:
@@ -134,7 +141,7 @@ def test_run_policy_maps_to_the_job_fields() -> None:
     spec = build(body)["spec"]
     assert spec["backoffLimit"] == 4
     assert spec["activeDeadlineSeconds"] == 1800
-    assert spec["ttlSecondsAfterFinished"] == 86400
+    assert "ttlSecondsAfterFinished" not in spec  # the operator collects it once recorded
     assert spec["suspend"] is True
 
 
@@ -284,7 +291,7 @@ def test_pod_settings_of_the_spec_pass_through() -> None:
         image="registry.example.com/team/trainer:2.0",
         env=[
             {"name": "OMP_NUM_THREADS", "value": "2"},
-            {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "tok", "key": "t"}}},
+            {"name": "TOKEN", "valueFrom": {"configMapKeyRef": {"name": "tok", "key": "t"}}},
         ],
         resources={"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
         nodeSelector={"node.kubernetes.io/instance-type": "c6i.xlarge"},
@@ -297,7 +304,7 @@ def test_pod_settings_of_the_spec_pass_through() -> None:
     assert container["image"] == "registry.example.com/team/trainer:2.0"
     env = env_of(container)
     assert env["OMP_NUM_THREADS"] == "2"
-    assert env["TOKEN"] == {"secretKeyRef": {"name": "tok", "key": "t"}}
+    assert env["TOKEN"] == {"configMapKeyRef": {"name": "tok", "key": "t"}}
     assert container["resources"] == {
         "requests": {"cpu": "500m", "memory": "1Gi"},
         "limits": {"memory": "2Gi"},

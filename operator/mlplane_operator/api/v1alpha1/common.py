@@ -12,7 +12,12 @@ from mlplane_operator.api.base import KubeModel, Rule, StatusModel, list_map
 
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-STORAGE_URI = r"^(pvc|s3|https?)://[^\s]+$"
+# A pvc:// path segment that is neither "." nor "..": the URI must stay inside its claim
+# (RE2, which CEL uses, has no lookahead; hence the three spellings of "not a dot name").
+_PVC_SEGMENT = r"([^\s/.][^\s/]*|\.[^\s/.][^\s/]*|\.\.[^\s/]+)?"
+STORAGE_URI = (
+    rf"^(pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/{_PVC_SEGMENT})*|(s3|https?)://[^\s/]+(/[^\s]*)?)$"
+)
 SHA256_HEX = r"^[a-f0-9]{64}$"
 QUANTITY = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
@@ -133,15 +138,25 @@ class EnvVar(KubeModel):
             field_path=".valueFrom",
             reason="FieldValueForbidden",
         ),
+        Rule(
+            cel="!has(self.valueFrom) || !('secretKeyRef' in self.valueFrom)",
+            message="spec.env[].valueFrom.secretKeyRef is not allowed: the operator would "
+            "hand a Secret of this namespace to a pod on behalf of whoever may create this "
+            "object; allowed: value, configMapKeyRef, fieldRef, resourceFieldRef",
+            check=lambda e: e.value_from is None or "secretKeyRef" not in e.value_from,
+            field_path=".valueFrom",
+            reason="FieldValueForbidden",
+        ),
     )
 
     name: Annotated[str, StringConstraints(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", max_length=128)]
     """The variable name."""
     value: Annotated[str, StringConstraints(max_length=32768)] | None = None
     """The literal value."""
-    value_from: dict[str, Any] | None = None
-    """Where the value comes from, as in a Pod (secretKeyRef, configMapKeyRef, fieldRef,
-    resourceFieldRef); passed to the container unchanged."""
+    value_from: dict[str, dict[str, Any]] | None = None
+    """Where the value comes from, as in a Pod: configMapKeyRef, fieldRef or
+    resourceFieldRef, passed to the container unchanged. Not secretKeyRef: creating this
+    object must not be a way to read the namespace's Secrets."""
 
 
 def check_unique_names(items: list[Any] | None, where: str) -> None:

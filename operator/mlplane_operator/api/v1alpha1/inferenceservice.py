@@ -138,7 +138,12 @@ class Rollout(KubeModel):
     """The thresholds each canary step must meet: error rate, p99 latency, after
     minRequests requests. Only with strategy Canary."""
     auto_rollback: bool = True
-    """Roll back to the previous version when the analysis fails."""
+    """Roll back to the previous version when the analysis fails or the rollout misses
+    its progressDeadlineSeconds."""
+    progress_deadline_seconds: Annotated[int, Field(ge=1)] = 600
+    """A rollout that has not completed this many seconds after it started fails (and is
+    rolled back with autoRollback): a canary whose metrics cannot be read, that never
+    gets minRequests requests, or a new version whose pods never become ready."""
 
 
 class DriftMethod(StrEnum):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
@@ -33,8 +34,16 @@ from mlplane_operator.api.v1alpha1.common import (
     check_unique_names,
 )
 
-CRON = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4,5}\S+)$"
+CRON = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"
+# Five fields whose day of month never occurs in their month (and no day of week that
+# would fire instead): 30 or 31 February, 31 April, June, September or November. The
+# operator also refuses any other expression that never fires (lists, ranges).
+NEVER_FIRES = (
+    r"(?i)^\S+\s+\S+\s+(0?(30|31)|30,31|31,30)\s+(0?2|feb)\s+[*?]$"
+    r"|^\S+\s+\S+\s+31\s+(0?4|0?6|0?9|11|apr|jun|sep|nov)\s+[*?]$"
+)
 LOWER_IS_BETTER = frozenset({"rmse", "mae"})
+MAX_RUN_HISTORY = 50  # status.runs maxItems; the operator's run history limit stays below
 
 
 class BuiltinDataset(StrEnum):
@@ -232,7 +241,8 @@ class RunPolicy(KubeModel):
     active_deadline_seconds: Annotated[int, Field(ge=1)] | None = None
     """A run still going after this many seconds is stopped and fails."""
     ttl_seconds_after_finished: Annotated[int, Field(ge=0)] | None = None
-    """Delete a finished run's Job (and pods) this many seconds after it ends."""
+    """Delete a finished run's Job (and pods) this many seconds after it ends. The
+    operator deletes it, only once it has recorded the run's result."""
     suspend: bool = False
     """Suspend the TrainingJob: no new runs start (schedule included) and a running one
     is stopped."""
@@ -243,6 +253,13 @@ class TrainingJobSpec(KubeModel):
     A new spec (generation) starts a new run; so do `schedule` and retrain requests."""
 
     rules = (
+        Rule(
+            cel=f"!has(self.schedule) || !self.schedule.matches({NEVER_FIRES!r})",
+            message="spec.schedule never fires: that day of the month does not exist in "
+            "that month (30 or 31 February, 31 April, June, September or November)",
+            check=lambda s: s.schedule is None or not re.search(NEVER_FIRES, s.schedule),
+            field_path=".schedule",
+        ),
         Rule(
             cel="!has(self.registration) || !has(self.registration.autoPromote) || "
             "!has(self.validation) || !has(self.validation.metrics) || "
@@ -279,9 +296,11 @@ class TrainingJobSpec(KubeModel):
     """How a successful run is registered: the stage the new ModelVersion gets (default
     None) and an optional autoPromote policy for Production."""
     schedule: Annotated[str, StringConstraints(pattern=CRON, max_length=128)] | None = None
-    """Retrain on a cron schedule (five fields, e.g. "0 3 * * *", or @daily, @hourly,
-    ...; times in UTC). A run is skipped while another is active. The operator reports
-    an expression it cannot parse in the Stalled condition."""
+    """Retrain on a cron schedule (exactly five fields: minute hour day-of-month month
+    day-of-week, e.g. "0 3 * * *", or @daily, @hourly, ...; times in UTC; no seconds
+    field). A run is skipped while another is active. An expression that cannot be
+    parsed or never fires stalls the TrainingJob (Stalled names spec.schedule) and
+    starts no run."""
     run_policy: RunPolicy = Field(
         default_factory=RunPolicy, json_schema_extra=defaults_to_empty_object()
     )
@@ -374,7 +393,7 @@ class TrainingJobStatus(StatusBase):
 
     phase: TrainingJobPhase | None = None
     """A one-word summary: Pending, Scheduled, Running, Succeeded, Failed or Suspended."""
-    runs: list[TrainingRun] = Field(default_factory=list, max_length=50)
+    runs: list[TrainingRun] = Field(default_factory=list, max_length=MAX_RUN_HISTORY)
     """Recent runs, oldest first (a bounded history)."""
     active_run: str | None = None
     """The run in progress, if any."""
