@@ -61,6 +61,9 @@ SERVICE_CIDR = os.environ.get("MLPLANE_SERVICE_CIDR", "10.96.0.0/16")
 SERVICE_IP = os.environ.get("MLPLANE_KUBERNETES_SERVICE_IP", "10.96.0.1")
 CLUSTER_DNS_IP = os.environ.get("MLPLANE_CLUSTER_DNS_IP", "10.96.0.10")
 NODE_NAME = os.environ.get("MLPLANE_NODE_NAME", "local-node-0")
+# MLPLANE_START_NODE=0: the control plane alone (no node, no images), e.g. for an
+# operator benchmark whose pods are meant to stay Pending.
+START_NODE = os.environ.get("MLPLANE_START_NODE", "1") != "0"
 # Sockets and network namespaces want short paths on a local filesystem.
 RUN = Path(os.environ.get("MLPLANE_RUN_DIR", "/run/mlplane"))
 CONTAINERD_SOCKET = RUN / "containerd" / "containerd.sock"
@@ -726,8 +729,9 @@ def up() -> None:
         "kube-controller-manager",
     )
     kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=STORAGE_CLASS)
-    start_node()
-    build_images("mlplane")
+    if START_NODE:
+        start_node()
+        build_images("mlplane")
     log(f"ready in {time.monotonic() - began:.1f}s; export KUBECONFIG={KUBECONFIG}")
 
 
