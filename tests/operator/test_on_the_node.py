@@ -20,6 +20,7 @@ from tests.kube import eventually, image, kubectl
 from tests.operator.helpers import (
     apply,
     condition,
+    failed,
     inference_service,
     serving_pods,
     training_job,
@@ -52,10 +53,6 @@ def infer_through(address: str, model: str) -> tuple[int, dict[str, Any]]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, {}
-
-
-def _succeeded(tj: dict[str, Any]) -> bool:
-    return (tj.get("status") or {}).get("phase") in ("Succeeded", "Scheduled")
 
 
 @pytest.fixture
@@ -145,7 +142,7 @@ def test_a_trainer_over_its_memory_limit_is_reported_oom_killed_with_the_limit(
         ns,
         "trainingjobs",
         "hungry",
-        lambda t: (t.get("status") or {}).get("phase") == "Failed",
+        failed,
         "the run to fail",
     )
     message = tj["status"]["runs"][-1]["message"]
