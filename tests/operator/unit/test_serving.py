@@ -142,7 +142,9 @@ def test_fixed_replicas_are_set_on_the_deployment() -> None:
 
 
 def test_replicas_are_left_to_the_hpa_under_autoscaling() -> None:
-    isvc = inferenceservice_body(autoscaling={"minReplicas": 2, "maxReplicas": 10})
+    isvc = inferenceservice_body(
+        autoscaling={"minReplicas": 2, "maxReplicas": 10}, resources={"requests": {"cpu": "1"}}
+    )
     assert "replicas" not in deployment(isvc)["spec"]
 
 
@@ -265,7 +267,8 @@ def test_service_exposes_the_monitor_port_with_drift_monitoring() -> None:
 
 def test_hpa_scales_the_serving_deployment_on_cpu() -> None:
     body = inferenceservice_body(
-        autoscaling={"minReplicas": 2, "maxReplicas": 10, "targetCPUUtilizationPercentage": 70}
+        autoscaling={"minReplicas": 2, "maxReplicas": 10, "targetCPUUtilizationPercentage": 70},
+        resources={"limits": {"cpu": "500m"}},
     )
     hpa = build_hpa(inferenceservice(body), body, 4)
     assert hpa is not None
