@@ -43,6 +43,12 @@ class OperatorSettings(BaseSettings):
         description="Create the default storage PVC in a namespace the first time it is needed.",
     )
     storage_pvc_size: str = Field(default="1Gi", description="Size of a PVC the operator creates.")
+    storage_pvc_access_mode: Literal["ReadWriteOnce", "ReadWriteMany"] = Field(
+        default="ReadWriteOnce",
+        description="Access mode of a PVC the operator creates. Trainer, verifier and server "
+        "pods all mount it: ReadWriteOnce holds them to the node the volume is attached to, "
+        "so a multi-node cluster wants ReadWriteMany (NFS, EFS, Filestore, CephFS) or S3.",
+    )
     storage_class: str | None = Field(
         default=None,
         description="StorageClass of a PVC the operator creates (default class if unset).",
