@@ -18,6 +18,9 @@ from mlplane_operator.settings import OperatorSettings
 
 STEP = f"{labels.PREFIX}/canary-step"
 STEP_STARTED = f"{labels.PREFIX}/canary-step-started"
+# On a Deployment whose replica count belongs to the HorizontalPodAutoscaler: the operator
+# has handed `spec.replicas` over and no longer applies it.
+REPLICAS_BY_HPA = f"{labels.PREFIX}/replicas-by-hpa"
 
 
 def deployment_name(isvc: InferenceService, version: int) -> str:
@@ -37,10 +40,12 @@ def build_deployment(
     isvc: InferenceService,
     body: Manifest,
     mv: ModelVersion,
-    replicas: int,
+    replicas: int | None,
     settings: OperatorSettings,
     annotations: dict[str, str] | None = None,
 ) -> Manifest:
+    """The Deployment of one served version. `replicas` None: the HPA owns the count
+    (the operator applies no `spec.replicas`, so it never fights the autoscaler)."""
     spec, artifact = isvc.spec, mv.spec.artifact
     version = mv.spec.version
     pod_labels = {**selector(isvc), labels.MODEL: spec.model, labels.VERSION: str(version)}
@@ -124,6 +129,8 @@ def build_deployment(
         pod_spec["serviceAccountName"] = spec.service_account_name
     metadata = child_metadata(deployment_name(isvc, version), isvc.namespace, body, pod_labels)
     metadata["annotations"] = dict(annotations or {})
+    if replicas is None:
+        metadata["annotations"][REPLICAS_BY_HPA] = "true"
     deployment_spec: Manifest = {
         "selector": {"matchLabels": pod_labels},
         "strategy": {
@@ -132,7 +139,7 @@ def build_deployment(
         },
         "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
     }
-    if spec.autoscaling is None:
+    if replicas is not None:
         deployment_spec["replicas"] = replicas
     return {
         "apiVersion": "apps/v1",

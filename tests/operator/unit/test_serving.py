@@ -7,6 +7,7 @@ from typing import Any
 
 from mlplane_operator import labels
 from mlplane_operator.builders.serving import (
+    REPLICAS_BY_HPA,
     build_deployment,
     build_hpa,
     build_service,
@@ -38,7 +39,7 @@ DRIFT = {"drift": {"enabled": True, "method": "psi", "threshold": 0.25, "minSamp
 def deployment(
     isvc_body: Manifest | None = None,
     mv_body: Manifest | None = None,
-    replicas: int = 2,
+    replicas: int | None = 2,
     annotations: dict[str, str] | None = None,
     **setting: Any,
 ) -> Manifest:
@@ -141,11 +142,24 @@ def test_fixed_replicas_are_set_on_the_deployment() -> None:
     assert deployment(replicas=3)["spec"]["replicas"] == 3
 
 
-def test_replicas_are_left_to_the_hpa_under_autoscaling() -> None:
+def test_replicas_left_to_the_hpa_are_not_applied_and_say_so() -> None:
     isvc = inferenceservice_body(
         autoscaling={"minReplicas": 2, "maxReplicas": 10}, resources={"requests": {"cpu": "1"}}
     )
-    assert "replicas" not in deployment(isvc)["spec"]
+    manifest = deployment(isvc, replicas=None)
+    assert "replicas" not in manifest["spec"]
+    assert manifest["metadata"]["annotations"][REPLICAS_BY_HPA] == "true"
+
+
+def test_a_version_the_hpa_does_not_scale_gets_its_count_under_autoscaling_too() -> None:
+    """A canary or a rolling update's new version starts at the capacity it needs,
+    not at a Deployment's default of one pod."""
+    isvc = inferenceservice_body(
+        autoscaling={"minReplicas": 2, "maxReplicas": 10}, resources={"requests": {"cpu": "1"}}
+    )
+    manifest = deployment(isvc, replicas=4)
+    assert manifest["spec"]["replicas"] == 4
+    assert REPLICAS_BY_HPA not in manifest["metadata"]["annotations"]
 
 
 def test_each_version_selects_only_its_own_pods() -> None:
