@@ -196,8 +196,12 @@ def test_auto_promote_archives_the_previous_production_and_serving_follows(
         ns,
         "modelversions",
         "iris-v1",
-        lambda m: m["spec"]["stage"] == "Archived",
-        "v1 to be archived",
+        # The stage is patched first; the status records it on the next write.
+        lambda m: (
+            m["spec"]["stage"] == "Archived"
+            and (m.get("status") or {}).get("stageHistory", [{}])[-1].get("stage") == "Archived"
+        ),
+        "v1 to be archived, and its status to say so",
     )
     assert v1["status"]["stageHistory"][-1]["stage"] == "Archived"
     production = [
