@@ -18,6 +18,7 @@ import tritonclient.http as triton
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mlplane_runtime.server.model import OIP_TO_NUMPY
 from tests.runtime.conftest import (
     Process,
     TrainedModel,
@@ -190,6 +191,13 @@ MALFORMED: list[tuple[str, str, Any, int, str]] = [
     ("absurd-shape", "/v2/models/iris/infer", _input(shape=[10**9, 10**9]), 400, "more than"),
     ("negative-shape", "/v2/models/iris/infer", _input(shape=[-1, 4]), 400, "non-negative"),
     (
+        "empty-but-huge-shape",
+        "/v2/models/iris/infer",
+        _input(shape=[0, 2**40, 2**40], data=[]),
+        400,
+        "dimension above",
+    ),
+    (
         "ragged-data",
         "/v2/models/iris/infer",
         _input(shape=[2, 2], data=[[1, 2], [3]]),
@@ -323,6 +331,40 @@ def test_random_tensors_never_get_a_5xx(
 ) -> None:
     status, response = infer(server.url, _input(shape=shape, data=data))
     assert status in (200, 400), response
+
+
+DIMENSIONS = st.sampled_from([0, 1, 2, 3, 4, 5, 2**24, 2**24 + 1, 2**31, 2**40, 2**63 - 1])
+DATATYPES = st.sampled_from([*OIP_TO_NUMPY, "BYTES", "FLOAT", ""])
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    shape=st.lists(DIMENSIONS, max_size=9),
+    datatype=DATATYPES,
+    data=st.lists(st.integers(-3, 300) | st.floats(width=32) | st.booleans(), max_size=24),
+    binary_bytes=st.none() | st.integers(0, 96),
+)
+def test_hostile_shapes_and_datatypes_never_get_a_5xx(
+    server: Process, shape: list[int], datatype: str, data: list[Any], binary_bytes: int | None
+) -> None:
+    """Zero, huge and mismatched dimensions, every datatype, JSON and binary data: a 4xx
+    naming the problem, or a 200 when the tensor happens to fit the model."""
+    tensor: dict[str, Any] = {"name": "input", "shape": shape, "datatype": datatype}
+    headers = {"Content-Type": "application/json"}
+    if binary_bytes is None:
+        tensor["data"] = data
+        body = json.dumps({"inputs": [tensor]}).encode()
+    else:
+        tensor["parameters"] = {"binary_data_size": binary_bytes}
+        header = json.dumps({"inputs": [tensor]}).encode()
+        body = header + bytes(range(binary_bytes))
+        headers["Inference-Header-Content-Length"] = str(len(header))
+    status, raw, _ = http("POST", server.url + "/v2/models/iris/infer", body, headers)
+    assert status in (200, 400), raw
+    if status == 400:
+        assert json.loads(raw)["error"]
 
 
 def test_metrics_count_requests_rows_and_model_info(server: Process) -> None:

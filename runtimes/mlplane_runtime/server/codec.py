@@ -55,6 +55,13 @@ def _shape(value: Any, where: str) -> tuple[int, ...]:
             raise RequestError(f"{where}.shape must hold non-negative integers, got {value}")
     if math.prod(value) > MAX_ELEMENTS:
         raise RequestError(f"{where}.shape {value} has more than {MAX_ELEMENTS} elements")
+    # Each dimension too, not only the product: [0, 2**40, 2**40] has no elements but is
+    # more than numpy can shape.
+    if max(value, default=0) > MAX_ELEMENTS:
+        raise RequestError(
+            f"{where}.shape {value} has a dimension above {MAX_ELEMENTS} (the most elements "
+            "a tensor may have)"
+        )
     return tuple(value)
 
 
