@@ -216,6 +216,17 @@ MALFORMED: list[tuple[str, str, Any, int, str]] = [
     ("id-not-string", "/v2/models/iris/infer", {**_input(), "id": 5}, 400, "'id'"),
     ("empty-batch", "/v2/models/iris/infer", _input(shape=[0, 4], data=[]), 400, "no data"),
     ("unknown-model", "/v2/models/nope/infer", _input(), 404, "not found"),
+    # the route and the model are resolved before the body is parsed, as KServe does
+    ("unknown-model-malformed-body", "/v2/models/nope/infer", b"{not json", 404, "not found"),
+    ("unknown-model-empty-body", "/v2/models/nope/infer", b"", 404, "not found"),
+    (
+        "unknown-version-malformed-body",
+        "/v2/models/iris/versions/v9/infer",
+        b"{not json",
+        404,
+        "not found",
+    ),
+    ("v1-unknown-model-malformed-body", "/v1/models/nope:predict", b"[1,", 404, "not found"),
     ("unknown-version", "/v2/models/iris/versions/v9/infer", _input(), 404, "not found"),
     ("unknown-route", "/v3/anything", _input(), 404, "no route"),
     ("v1-no-instances", "/v1/models/iris:predict", {"inputs": [[1, 2, 3, 4]]}, 400, "'instances'"),

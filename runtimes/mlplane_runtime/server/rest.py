@@ -100,13 +100,14 @@ class RestApp:
         raise RequestError(f"no route for {request.method} {request.path}", 404)
 
     def _infer(self, request: Request, name: str, version: str | None) -> Response:
+        model = self.dataplane.ready_model(name, version)
         json_length = request.headers.get(HEADER_LENGTH)
         length: int | None = None
         if json_length is not None:
             if not json_length.isdigit():
                 raise RequestError(f"{HEADER_LENGTH} must be an integer")
             length = int(json_length)
-        header, outputs = self.dataplane.infer(name, version, decode_v2(request.body, length))
+        header, outputs = self.dataplane.infer(model, decode_v2(request.body, length))
         body, binary_from = encode_v2(header, outputs)
         if binary_from is None:
             return Response(200, body)
@@ -127,7 +128,8 @@ class RestApp:
         target = parts[1]
         if target.endswith(":predict"):
             _method(request, "POST")
-            predictions = plane.predict_v1(target[: -len(":predict")], decode_v1(request.body))
+            model = plane.ready_model(target[: -len(":predict")])
+            predictions = plane.predict_v1(model, decode_v1(request.body))
             return json_response(200, {"predictions": predictions})
         _method(request, "GET")
         model = plane.get_model(target)
