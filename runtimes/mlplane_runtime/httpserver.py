@@ -23,8 +23,17 @@ import orjson
 
 log = logging.getLogger("mlplane.http")
 
-MAX_HEADER_BYTES = 64 * 1024
 JSON = b"application/json"
+
+# What one client may hold of a server (each has a flag in the console scripts).
+MAX_HEADER_BYTES = 64 * 1024  # request line and headers (and chunked trailers) of one request
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_body_bytes: int = MAX_BODY_BYTES
+    max_header_bytes: int = MAX_HEADER_BYTES
 
 
 # Where a JSON header ends and binary tensors begin (Open Inference Protocol binary extension).
@@ -104,13 +113,19 @@ class HttpProtocol(asyncio.Protocol):
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
+        self.limits = server.limits
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.url = b""
         self.headers: dict[str, str] = {}
-        self.header_bytes = 0
         self.body: list[bytes] = []
         self.body_size = 0
+        # Raw bytes of the request being read, held to `raw_limit` plus twice the body
+        # (chunk framing): httptools buffers a header line until its CRLF, so an endless
+        # header or trailer is only seen here.
+        self.raw_bytes = 0
+        self.raw_limit = self.limits.max_header_bytes
+        self.in_body = False
         self.busy = False  # a request has begun and has not been answered yet
         self.closing = False
         self.failed = False  # answered with an error; ignore the rest of the stream
@@ -127,12 +142,15 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.failed:
             return
+        self.raw_bytes += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(400, "protocol upgrades are not supported")
         except httptools.HttpParserError as exc:
             self._fail(400, f"malformed HTTP request: {exc}")
+        if self.raw_bytes > self.raw_limit + 2 * self.body_size and not self.failed:
+            self._too_large()
 
     def pause_writing(self) -> None:  # the client is not reading: stop reading from it
         if self.transport is not None:
@@ -147,32 +165,30 @@ class HttpProtocol(asyncio.Protocol):
         self.busy = True
         self.url = b""
         self.headers = {}
-        self.header_bytes = 0
         self.body = []
         self.body_size = 0
 
     def on_url(self, url: bytes) -> None:
         self.url += url
-        self.header_bytes += len(url)
-        if self.header_bytes > MAX_HEADER_BYTES:
-            self._fail(414, "request line too long")
+        if len(self.url) > self.limits.max_header_bytes:
+            self._fail(
+                414, f"request line too long: the limit is {self.limits.max_header_bytes} bytes"
+            )
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.header_bytes += len(name) + len(value)
-        if self.failed:
-            return
-        if self.header_bytes > MAX_HEADER_BYTES:
-            self._fail(431, "request headers too large")
-            return
-        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        if not self.failed:
+            self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
+        limits = self.limits
+        self.in_body = True
+        self.raw_limit = self.raw_bytes + limits.max_header_bytes  # for trailers
         length = self.headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.server.max_body_bytes:
+        if length.isdigit() and int(length) > limits.max_body_bytes:
             self._fail(
                 413,
                 f"request body of {length} bytes exceeds the limit of "
-                f"{self.server.max_body_bytes} bytes",
+                f"{limits.max_body_bytes} bytes",
             )
             return
         if self.headers.get("expect", "").lower() == "100-continue" and self.transport:
@@ -182,12 +198,15 @@ class HttpProtocol(asyncio.Protocol):
         if self.failed:
             return
         self.body_size += len(body)
-        if self.body_size > self.server.max_body_bytes:
-            self._fail(413, f"request body exceeds the limit of {self.server.max_body_bytes} bytes")
+        if self.body_size > self.limits.max_body_bytes:
+            self._fail(413, f"request body exceeds the limit of {self.limits.max_body_bytes} bytes")
             return
         self.body.append(body)
 
     def on_message_complete(self) -> None:
+        self.raw_bytes = self.body_size = 0
+        self.raw_limit = self.limits.max_header_bytes
+        self.in_body = False
         if self.failed or self.transport is None or self.transport.is_closing():
             return
         url = httptools.parse_url(self.url)
@@ -211,6 +230,20 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.close()
 
     # helpers
+    def _too_large(self) -> None:
+        if self.in_body:
+            self._fail(
+                413,
+                f"chunk framing and trailers exceed the limit of twice the body plus "
+                f"{self.limits.max_header_bytes} bytes",
+            )
+        else:
+            self._fail(
+                431,
+                f"request head (request line and headers) exceeds the limit of "
+                f"{self.limits.max_header_bytes} bytes",
+            )
+
     def _fail(self, status: int, message: str) -> None:
         """Answer a request we will not read further, then close the connection."""
         self.failed = True
@@ -227,9 +260,9 @@ class HttpProtocol(asyncio.Protocol):
 
 
 class HttpServer:
-    def __init__(self, app: Application, max_body_bytes: int = 8 * 1024 * 1024) -> None:
+    def __init__(self, app: Application, limits: Limits | None = None) -> None:
         self.app = app
-        self.max_body_bytes = max_body_bytes
+        self.limits = limits or Limits()
         self.connections: set[HttpProtocol] = set()
         self._server: asyncio.Server | None = None
 

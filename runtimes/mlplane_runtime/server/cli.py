@@ -2,7 +2,8 @@
 
 Every flag has an environment variable (``MLPLANE_MODEL_URI``, ``MLPLANE_MODEL_NAME``,
 ``MLPLANE_MODEL_VERSION``, ``MLPLANE_MODEL_SHA256``, ``MLPLANE_HOST``, ``MLPLANE_PORT``,
-``MLPLANE_THREADS``, ``MLPLANE_MAX_BODY_BYTES``, ``MLPLANE_MONITOR_URL``,
+``MLPLANE_THREADS``, ``MLPLANE_MAX_BODY_BYTES``, ``MLPLANE_MAX_HEADER_BYTES``,
+``MLPLANE_MONITOR_URL``,
 ``MLPLANE_SAMPLE_RATE``, ``MLPLANE_MAX_SAMPLES_PER_SECOND``, ``MLPLANE_GRACE_SECONDS``).
 
 With ``--monitor-url``, rows are sampled for the drift monitor at ``--sample-rate`` (a
@@ -23,7 +24,13 @@ import sys
 
 from mlplane_runtime.cli_support import ArgumentParser, env_default, run_server_main
 from mlplane_runtime.errors import RuntimeFailure, UserError
-from mlplane_runtime.httpserver import HttpServer, install_signal_handlers
+from mlplane_runtime.httpserver import (
+    MAX_BODY_BYTES,
+    MAX_HEADER_BYTES,
+    HttpServer,
+    Limits,
+    install_signal_handlers,
+)
 from mlplane_runtime.server import metrics
 from mlplane_runtime.server.dataplane import DataPlane
 from mlplane_runtime.server.model import OnnxModel
@@ -50,7 +57,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--max-body-bytes",
         type=int,
-        default=int(env_default("MLPLANE_MAX_BODY_BYTES", str(8 * 1024 * 1024))),
+        default=int(env_default("MLPLANE_MAX_BODY_BYTES", str(MAX_BODY_BYTES))),
+        help="largest request body (default 8 MiB); larger ones get a 413",
+    )
+    p.add_argument(
+        "--max-header-bytes",
+        type=int,
+        default=int(env_default("MLPLANE_MAX_HEADER_BYTES", str(MAX_HEADER_BYTES))),
+        help="largest request line plus headers (default 64 KiB); larger ones get a 431",
     )
     p.add_argument(
         "--monitor-url",
@@ -73,6 +87,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("--model-uri and --model-name are required (or MLPLANE_MODEL_URI/_NAME)")
     if args.threads < 1 or args.max_body_bytes < 1024 or not 0 <= args.sample_rate <= 1:
         p.error("--threads >= 1, --max-body-bytes >= 1024 and 0 <= --sample-rate <= 1")
+    if args.max_header_bytes < 1024:
+        p.error("--max-header-bytes must be >= 1024")
     if args.max_samples_per_second < 0:
         p.error("--max-samples-per-second must be >= 0 (0: no limit)")
     return args
@@ -93,7 +109,8 @@ async def serve(args: argparse.Namespace) -> int:
         except ValueError as exc:  # a bad --monitor-url
             raise UserError(str(exc)) from exc
     plane = DataPlane(model, sampler)
-    server = HttpServer(RestApp(plane), args.max_body_bytes)
+    limits = Limits(max_body_bytes=args.max_body_bytes, max_header_bytes=args.max_header_bytes)
+    server = HttpServer(RestApp(plane), limits)
     port = await server.start(args.host, args.port)
     log.info("listening on %s:%d (live; loading %s)", args.host, port, args.model_uri)
     stop = asyncio.Event()
