@@ -1,10 +1,14 @@
 """A small HTTP/1.1 server: an asyncio protocol over httptools' parser.
 
 It does only what the runtimes need, on the shortest path we measured: keep-alive and
-pipelining, a request body limit, header size limits, write back-pressure, and graceful
-shutdown (stop accepting, finish the request in flight on each connection, close idle
-ones). The application is one synchronous callable from Request to Response; it runs on
-the event loop, which suits handlers that take microseconds (ONNX Runtime on a few rows).
+pipelining, write back-pressure, graceful shutdown (stop accepting, finish the request in
+flight on each connection, close idle ones), and limits on what one client may hold
+(`Limits`): bytes of a head and of a body, time to send a head, a body, or to read a
+response, time idle between requests, and the number of connections. The timeouts cost
+the request path no timer: a sweeper checks every connection's state about once a tick
+against a coarse clock. The application is one synchronous callable from Request to
+Response; it runs on the event loop, which suits handlers that take microseconds (ONNX
+Runtime on a few rows).
 """
 
 from __future__ import annotations
@@ -12,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 import httptools
 import orjson
@@ -28,12 +33,33 @@ JSON = b"application/json"
 # What one client may hold of a server (each has a flag in the console scripts).
 MAX_HEADER_BYTES = 64 * 1024  # request line and headers (and chunked trailers) of one request
 MAX_BODY_BYTES = 8 * 1024 * 1024
+HEADER_TIMEOUT_SECONDS = 10.0  # from the connection's start, or a request's first byte
+BODY_TIMEOUT_SECONDS = 30.0  # from the end of the head to the end of the body
+IDLE_TIMEOUT_SECONDS = 60.0  # a keep-alive connection between requests
+SEND_TIMEOUT_SECONDS = 30.0  # a client that stops reading its responses
+MAX_CONNECTIONS = 1024  # beyond: answered 503 and closed at once
+FILE_HEADROOM = 64  # descriptors kept for everything but client connections
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_body_bytes: int = MAX_BODY_BYTES
     max_header_bytes: int = MAX_HEADER_BYTES
+    header_timeout: float = HEADER_TIMEOUT_SECONDS
+    body_timeout: float = BODY_TIMEOUT_SECONDS
+    idle_timeout: float = IDLE_TIMEOUT_SECONDS
+    send_timeout: float = SEND_TIMEOUT_SECONDS
+    max_connections: int = MAX_CONNECTIONS
+
+    @property
+    def tick(self) -> float:
+        """How often the timeouts are checked: a quarter of the shortest, within 50 ms..1 s."""
+        shortest = min(self.header_timeout, self.body_timeout, self.idle_timeout, self.send_timeout)
+        return min(1.0, max(0.05, shortest / 4))
+
+
+# What a connection waits for (HttpProtocol.reading).
+IDLE, HEAD, BODY = 0, 1, 2
 
 
 # Where a JSON header ends and binary tensors begin (Open Inference Protocol binary extension).
@@ -125,15 +151,28 @@ class HttpProtocol(asyncio.Protocol):
         # header or trailer is only seen here.
         self.raw_bytes = 0
         self.raw_limit = self.limits.max_header_bytes
-        self.in_body = False
+        self.reading = HEAD  # IDLE, HEAD or BODY, since `since` (the server's coarse clock)
+        self.since = server.now
+        self.stalled_since: float | None = None  # writing paused, or closing unsent data
         self.busy = False  # a request has begun and has not been answered yet
         self.closing = False
         self.failed = False  # answered with an error; ignore the rest of the stream
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
-        self.server.connections.add(self)
+        self.transport = stream = cast(asyncio.Transport, transport)  # uvloop's: no subclass
+        server = self.server
+        if len(server.connections) >= self.limits.max_connections:
+            self.failed = True
+            server.refused += 1
+            message = (
+                f"too many connections: this server holds at most "
+                f"{self.limits.max_connections} at once; retry later"
+            )
+            stream.write(_encode(error_response(503, message), keep_alive=False))
+            stream.close()
+            return
+        server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
@@ -154,14 +193,19 @@ class HttpProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:  # the client is not reading: stop reading from it
         if self.transport is not None:
+            self.stalled_since = self.server.now
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         if self.transport is not None and not self.closing:
+            self.stalled_since = None
             self.transport.resume_reading()
 
     # httptools callbacks
     def on_message_begin(self) -> None:
+        if self.reading == IDLE:  # a fresh connection's head timer runs from its start
+            self.since = self.server.now
+        self.reading = HEAD
         self.busy = True
         self.url = b""
         self.headers = {}
@@ -181,7 +225,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         limits = self.limits
-        self.in_body = True
+        self.reading, self.since = BODY, self.server.now
         self.raw_limit = self.raw_bytes + limits.max_header_bytes  # for trailers
         length = self.headers.get("content-length", "")
         if length.isdigit() and int(length) > limits.max_body_bytes:
@@ -206,7 +250,7 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self.raw_bytes = self.body_size = 0
         self.raw_limit = self.limits.max_header_bytes
-        self.in_body = False
+        self.reading = IDLE
         if self.failed or self.transport is None or self.transport.is_closing():
             return
         url = httptools.parse_url(self.url)
@@ -226,12 +270,44 @@ class HttpProtocol(asyncio.Protocol):
         keep_alive = self.parser.should_keep_alive() and not self.closing
         self.transport.write(_encode(response, keep_alive))
         self.busy = False
+        self.since = self.server.now
         if not keep_alive:
-            self.transport.close()
+            self._close()
+
+    def expire(self, now: float) -> None:
+        """Cut the connection if it has waited too long for what it waits for (the
+        server's sweeper calls this about once a tick)."""
+        if self.transport is None:
+            return
+        limits = self.limits
+        if self.stalled_since is not None:
+            if now - self.stalled_since > limits.send_timeout:
+                self.transport.abort()
+            return
+        waited = now - self.since
+        if self.reading == IDLE:
+            if waited > limits.idle_timeout:
+                self._close()
+        elif self.reading == HEAD:
+            if waited <= limits.header_timeout:
+                return
+            if self.busy:
+                self._fail(
+                    408,
+                    f"the request head did not arrive within {limits.header_timeout:g} s "
+                    "(header timeout)",
+                )
+            else:  # nothing was sent: nothing to answer
+                self._close()
+        elif waited > limits.body_timeout:
+            self._fail(
+                408,
+                f"the request body did not arrive within {limits.body_timeout:g} s (body timeout)",
+            )
 
     # helpers
     def _too_large(self) -> None:
-        if self.in_body:
+        if self.reading == BODY:
             self._fail(
                 413,
                 f"chunk framing and trailers exceed the limit of twice the body plus "
@@ -249,14 +325,23 @@ class HttpProtocol(asyncio.Protocol):
         self.failed = True
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(_encode(error_response(status, message), keep_alive=False))
-            self.transport.close()
+            self._close()
         self.busy = False
+
+    def _close(self) -> None:
+        """Close once the responses are sent; the sweeper aborts a client that does not
+        read them within the send timeout."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+            if self.stalled_since is None:
+                self.stalled_since = self.server.now
 
     def shutdown(self) -> None:
         """Close now if idle; otherwise after the response to the request in flight."""
         self.closing = True
-        if not self.busy and self.transport is not None:
-            self.transport.close()
+        if not self.busy:
+            self._close()
 
 
 class HttpServer:
@@ -264,16 +349,32 @@ class HttpServer:
         self.app = app
         self.limits = limits or Limits()
         self.connections: set[HttpProtocol] = set()
+        self.refused = 0  # connections turned away at the connection limit
+        self.now = 0.0  # the coarse clock of the timeouts, set by the sweeper
         self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int) -> int:
         """Listen on host:port (port 0 picks a free one); return the port."""
         loop = asyncio.get_running_loop()
+        self.now = loop.time()
+        _fit_file_limit(self.limits.max_connections + FILE_HEADROOM)
         self._server = await loop.create_server(
             lambda: HttpProtocol(self), host, port, reuse_address=True, backlog=1024
         )
+        if self._sweeper is None:
+            self._sweeper = loop.create_task(self._sweep())
         sockets = self._server.sockets
         return int(sockets[0].getsockname()[1]) if sockets else port
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        tick = self.limits.tick
+        while True:
+            await asyncio.sleep(tick)
+            now = self.now = loop.time()
+            for connection in list(self.connections):
+                connection.expire(now)
 
     async def shutdown(self, grace_seconds: float = 25.0) -> None:
         """Stop accepting; let in-flight requests finish; close the connections."""
@@ -288,6 +389,28 @@ class HttpServer:
         for connection in list(self.connections):
             if connection.transport is not None:
                 connection.transport.abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+
+def _fit_file_limit(wanted: int) -> None:
+    """Raise the soft limit on open files towards `wanted` (as Go does at start); warn
+    when the hard limit is lower, since accept() would then fail before the cap."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    if soft < wanted:
+        log.warning(
+            "open-file limit %d is below the connection limit plus %d; lower "
+            "--max-connections or raise the limit",
+            soft,
+            FILE_HEADROOM,
+        )
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

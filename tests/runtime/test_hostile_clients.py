@@ -135,3 +135,121 @@ def test_header_flood_is_cut_with_memory_bounded_and_probes_answering(
     assert watch.answers > 0
     assert not watch.failures
     assert watch.slowest < 1.0
+
+
+TIMEOUT = 1.0  # every timeout of the strict server, in seconds
+CAP = 40
+
+
+@pytest.fixture
+def strict_server(iris_model: TrainedModel, tmp_path: Path) -> Iterator[Process]:
+    """A server with every timeout at one second and room for 40 connections."""
+    port = free_port()
+    flags = [f"--{name}-timeout={TIMEOUT}" for name in ("header", "body", "idle", "send")]
+    process = start(
+        serve_args(iris_model, port, *flags, f"--max-connections={CAP}"),
+        tmp_path / "server.log",
+        "/v2/health/ready",
+        port,
+    )
+    yield process
+    stop(process)
+
+
+def connect(port: int, send: bytes = b"") -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port))
+    if send:
+        sock.sendall(send)
+    return sock
+
+
+def read_until_closed(sock: socket.socket, timeout: float) -> tuple[bool, bytes]:
+    """Everything the server sends until it closes; (closed, data)."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except TimeoutError:
+        return False, data
+    except ConnectionResetError:
+        pass
+    return True, data
+
+
+LORIS = {
+    "connected, silent": b"",
+    "half a request line": b"POST /v2/models/iris/in",
+    "head without its end": b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n",
+    "head, no body": (
+        b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"
+    ),
+    "part of a body": (
+        b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"
+    ),
+    "idle keep-alive": b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n",
+}
+
+
+def test_slow_loris_connections_are_cut_after_the_timeouts(strict_server: Process) -> None:
+    port = port_of(strict_server)
+    held = [(kind, connect(port, send)) for kind, send in LORIS.items() for _ in range(5)]
+    opened = time.monotonic()
+    try:
+        with LivenessWatch(strict_server.url) as watch:
+            outcomes = {kind: read_until_closed(sock, 4 * TIMEOUT) for kind, sock in held}
+            took = time.monotonic() - opened
+        assert all(closed for closed, _ in outcomes.values()), outcomes
+        assert took < 3 * TIMEOUT  # the timeouts and a tick or two
+        for kind in ("half a request line", "head without its end"):
+            assert b"408 Request Timeout" in outcomes[kind][1]
+            assert b"header timeout" in outcomes[kind][1]
+        for kind in ("head, no body", "part of a body"):
+            assert b"408 Request Timeout" in outcomes[kind][1]
+            assert b"body timeout" in outcomes[kind][1]
+        assert outcomes["connected, silent"][1] == b""
+        assert outcomes["idle keep-alive"][1].startswith(b"HTTP/1.1 200")  # then closed
+        assert watch.answers > 0
+        assert not watch.failures
+        assert watch.slowest < 1.0
+    finally:
+        for _, sock in held:
+            sock.close()
+
+
+def test_connection_cap_holds_and_frees_up_after_the_timeouts(strict_server: Process) -> None:
+    port = port_of(strict_server)
+    held = [connect(port) for _ in range(CAP)]
+    try:
+        time.sleep(0.2)  # all accepted
+        extra = connect(port, b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        closed, answer = read_until_closed(extra, 2.0)
+        extra.close()
+        assert closed
+        assert answer.startswith(b"HTTP/1.1 503")
+        assert f"at most {CAP} at once".encode() in answer
+        # the silent connections are cut after the header timeout; then there is room
+        assert all(read_until_closed(sock, 4 * TIMEOUT)[0] for sock in held)
+        assert http("GET", strict_server.url + "/v2/health/live")[0] == 200
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_a_client_that_never_reads_its_responses_is_cut(strict_server: Process) -> None:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port_of(strict_server)))
+    requests = 2000
+    try:
+        pipelined = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * requests
+        sock.settimeout(5)
+        with contextlib.suppress(OSError):  # the server may stop reading, then cut us
+            sock.sendall(pipelined)
+        time.sleep(4 * TIMEOUT)  # never reading: the server's buffers fill, then it waits
+        closed, data = read_until_closed(sock, 5.0)
+        assert closed
+        assert data.count(b"HTTP/1.1 200") < requests  # cut before it could answer all
+    finally:
+        sock.close()
+    assert http("GET", strict_server.url + "/v2/health/live")[0] == 200

@@ -21,7 +21,13 @@ import sys
 from typing import Any
 
 from mlplane_runtime.artifacts import check_sha256
-from mlplane_runtime.cli_support import ArgumentParser, env_default, run_server_main
+from mlplane_runtime.cli_support import (
+    ArgumentParser,
+    add_limit_arguments,
+    env_default,
+    limits_from_args,
+    run_server_main,
+)
 from mlplane_runtime.errors import UserError
 from mlplane_runtime.httpserver import HttpServer, install_signal_handlers
 from mlplane_runtime.monitor.app import MonitorApp
@@ -44,9 +50,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--min-samples", type=int, default=int(env_default("MLPLANE_DRIFT_MIN_SAMPLES", "100"))
     )
     p.add_argument("--window", type=int, default=int(env_default("MLPLANE_DRIFT_WINDOW", "1000")))
+    add_limit_arguments(p)
     args: argparse.Namespace = p.parse_args(argv)
     if not args.baseline_uri:
         p.error("--baseline-uri (or MLPLANE_BASELINE_URI) is required")
+    args.limits = limits_from_args(p, args)
     return args
 
 
@@ -70,7 +78,7 @@ async def run(args: argparse.Namespace) -> int:
         min_samples=args.min_samples,
         window=args.window,
     )
-    server = HttpServer(MonitorApp(detector))
+    server = HttpServer(MonitorApp(detector), args.limits)
     port = await server.start(args.host, args.port)
     log.info(
         "monitoring %d features with %s (threshold %s) on %s:%d",

@@ -22,15 +22,15 @@ import asyncio
 import logging
 import sys
 
-from mlplane_runtime.cli_support import ArgumentParser, env_default, run_server_main
-from mlplane_runtime.errors import RuntimeFailure, UserError
-from mlplane_runtime.httpserver import (
-    MAX_BODY_BYTES,
-    MAX_HEADER_BYTES,
-    HttpServer,
-    Limits,
-    install_signal_handlers,
+from mlplane_runtime.cli_support import (
+    ArgumentParser,
+    add_limit_arguments,
+    env_default,
+    limits_from_args,
+    run_server_main,
 )
+from mlplane_runtime.errors import RuntimeFailure, UserError
+from mlplane_runtime.httpserver import HttpServer, install_signal_handlers
 from mlplane_runtime.server import metrics
 from mlplane_runtime.server.dataplane import DataPlane
 from mlplane_runtime.server.model import OnnxModel
@@ -54,18 +54,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=int(env_default("MLPLANE_THREADS", "1")),
         help="ONNX Runtime intra-op threads (default 1)",
     )
-    p.add_argument(
-        "--max-body-bytes",
-        type=int,
-        default=int(env_default("MLPLANE_MAX_BODY_BYTES", str(MAX_BODY_BYTES))),
-        help="largest request body (default 8 MiB); larger ones get a 413",
-    )
-    p.add_argument(
-        "--max-header-bytes",
-        type=int,
-        default=int(env_default("MLPLANE_MAX_HEADER_BYTES", str(MAX_HEADER_BYTES))),
-        help="largest request line plus headers (default 64 KiB); larger ones get a 431",
-    )
+    add_limit_arguments(p)
     p.add_argument(
         "--monitor-url",
         default=env_default("MLPLANE_MONITOR_URL"),
@@ -85,10 +74,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args: argparse.Namespace = p.parse_args(argv)
     if not args.model_uri or not args.model_name:
         p.error("--model-uri and --model-name are required (or MLPLANE_MODEL_URI/_NAME)")
-    if args.threads < 1 or args.max_body_bytes < 1024 or not 0 <= args.sample_rate <= 1:
-        p.error("--threads >= 1, --max-body-bytes >= 1024 and 0 <= --sample-rate <= 1")
-    if args.max_header_bytes < 1024:
-        p.error("--max-header-bytes must be >= 1024")
+    if args.threads < 1 or not 0 <= args.sample_rate <= 1:
+        p.error("--threads >= 1 and 0 <= --sample-rate <= 1")
+    args.limits = limits_from_args(p, args)
     if args.max_samples_per_second < 0:
         p.error("--max-samples-per-second must be >= 0 (0: no limit)")
     return args
@@ -109,8 +97,7 @@ async def serve(args: argparse.Namespace) -> int:
         except ValueError as exc:  # a bad --monitor-url
             raise UserError(str(exc)) from exc
     plane = DataPlane(model, sampler)
-    limits = Limits(max_body_bytes=args.max_body_bytes, max_header_bytes=args.max_header_bytes)
-    server = HttpServer(RestApp(plane), limits)
+    server = HttpServer(RestApp(plane), args.limits)
     port = await server.start(args.host, args.port)
     log.info("listening on %s:%d (live; loading %s)", args.host, port, args.model_uri)
     stop = asyncio.Event()
