@@ -8,13 +8,19 @@ response, time idle between requests, and the number of connections. The timeout
 the request path no timer: a sweeper checks every connection's state about once a tick
 against a coarse clock. The application is one synchronous callable from Request to
 Response; it runs on the event loop, which suits handlers that take microseconds (ONNX
-Runtime on a few rows).
+Runtime on a few rows). For a request heavy enough to starve the probes it returns an
+`Offload` instead: the work runs on a worker thread while the loop keeps answering, and
+the connection reads nothing more until that answer is written, so responses stay in
+order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
 import contextlib
+import functools
 import logging
 import resource
 import signal
@@ -73,6 +79,7 @@ class Request:
     query: str
     headers: dict[str, str]
     body: bytes
+    keep_alive: bool = True  # what the client asked for (HTTP/1.1, no Connection: close)
 
 
 @dataclass(slots=True)
@@ -83,7 +90,15 @@ class Response:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
-Application = Callable[[Request], Response]
+@dataclass(slots=True)
+class Offload:
+    """An answer to compute off the event loop: `run` is called on a worker thread."""
+
+    run: Callable[[], Response]
+
+
+Application = Callable[[Request], Response | Offload]
+OFFLOAD_THREADS = 1  # worker threads for Offload answers (one core; the loop has the other)
 
 
 class RequestError(Exception):
@@ -154,7 +169,9 @@ class HttpProtocol(asyncio.Protocol):
         self.reading = HEAD  # IDLE, HEAD or BODY, since `since` (the server's coarse clock)
         self.since = server.now
         self.stalled_since: float | None = None  # writing paused, or closing unsent data
-        self.busy = False  # a request has begun and has not been answered yet
+        self.begun = False  # a request is being read
+        self.waiting = False  # an Offload answer is being computed
+        self.queue: collections.deque[Request] = collections.deque()  # pipelined, in order
         self.closing = False
         self.failed = False  # answered with an error; ignore the rest of the stream
 
@@ -199,14 +216,15 @@ class HttpProtocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self.transport is not None and not self.closing:
             self.stalled_since = None
-            self.transport.resume_reading()
+            if not self.waiting:
+                self.transport.resume_reading()
 
     # httptools callbacks
     def on_message_begin(self) -> None:
         if self.reading == IDLE:  # a fresh connection's head timer runs from its start
             self.since = self.server.now
         self.reading = HEAD
-        self.busy = True
+        self.begun = True
         self.url = b""
         self.headers = {}
         self.body = []
@@ -251,6 +269,7 @@ class HttpProtocol(asyncio.Protocol):
         self.raw_bytes = self.body_size = 0
         self.raw_limit = self.limits.max_header_bytes
         self.reading = IDLE
+        self.begun = False
         if self.failed or self.transport is None or self.transport.is_closing():
             return
         url = httptools.parse_url(self.url)
@@ -260,19 +279,63 @@ class HttpProtocol(asyncio.Protocol):
             query=(url.query or b"").decode("utf-8", "replace"),
             headers=self.headers,
             body=b"".join(self.body) if len(self.body) != 1 else self.body[0],
+            keep_alive=self.parser.should_keep_alive(),
         )
         self.body = []
+        if self.waiting:  # pipelined behind an answer still being computed
+            self.queue.append(request)
+        else:
+            self._answer(request)
+
+    def _answer(self, request: Request) -> None:
         try:
             response = self.server.app(request)
         except Exception:  # the application must not take the connection down
-            log.exception("unhandled error for %s %s", request.method, request.path)
-            response = error_response(500, "internal server error")
-        keep_alive = self.parser.should_keep_alive() and not self.closing
-        self.transport.write(_encode(response, keep_alive))
-        self.busy = False
+            response = _internal_error(request)
+        if isinstance(response, Offload):
+            self._offload(request, response)
+        else:
+            self._send(response, request.keep_alive)
+
+    def _send(self, response: Response, keep_alive: bool) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        keep_alive = keep_alive and not self.closing
+        transport.write(_encode(response, keep_alive))
         self.since = self.server.now
         if not keep_alive:
             self._close()
+
+    def _offload(self, request: Request, offload: Offload) -> None:
+        """Compute the answer on a worker thread; read nothing more until it is sent."""
+        self.waiting = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+        future = self.server.run_in_worker(offload.run)
+        future.add_done_callback(functools.partial(self._offloaded, request))
+
+    def _offloaded(self, request: Request, future: asyncio.Future[Response]) -> None:
+        self.waiting = False
+        if future.cancelled():
+            response = error_response(503, "the server is shutting down; retry")
+        elif (error := future.exception()) is not None:
+            response = _internal_error(request, error)
+        else:
+            response = future.result()
+        self._send(response, request.keep_alive)
+        transport = self.transport
+        while self.queue and not self.waiting and transport and not transport.is_closing():
+            self._answer(self.queue.popleft())
+        if transport is None or transport.is_closing() or self.waiting:
+            return
+        self.since = self.server.now  # nothing was read meanwhile: the timers restart
+        if self.stalled_since is None:
+            transport.resume_reading()
+
+    def busy(self) -> bool:
+        """A request is being read, computed, or waits for its turn."""
+        return self.begun or self.waiting or bool(self.queue)
 
     def expire(self, now: float) -> None:
         """Cut the connection if it has waited too long for what it waits for (the
@@ -284,6 +347,8 @@ class HttpProtocol(asyncio.Protocol):
             if now - self.stalled_since > limits.send_timeout:
                 self.transport.abort()
             return
+        if self.waiting:  # the application has it; --max-rows bounds its work
+            return
         waited = now - self.since
         if self.reading == IDLE:
             if waited > limits.idle_timeout:
@@ -291,7 +356,7 @@ class HttpProtocol(asyncio.Protocol):
         elif self.reading == HEAD:
             if waited <= limits.header_timeout:
                 return
-            if self.busy:
+            if self.begun:
                 self._fail(
                     408,
                     f"the request head did not arrive within {limits.header_timeout:g} s "
@@ -326,7 +391,6 @@ class HttpProtocol(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(_encode(error_response(status, message), keep_alive=False))
             self._close()
-        self.busy = False
 
     def _close(self) -> None:
         """Close once the responses are sent; the sweeper aborts a client that does not
@@ -340,7 +404,7 @@ class HttpProtocol(asyncio.Protocol):
     def shutdown(self) -> None:
         """Close now if idle; otherwise after the response to the request in flight."""
         self.closing = True
-        if not self.busy:
+        if not self.busy():
             self._close()
 
 
@@ -353,6 +417,14 @@ class HttpServer:
         self.now = 0.0  # the coarse clock of the timeouts, set by the sweeper
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._workers: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def run_in_worker(self, job: Callable[[], Response]) -> asyncio.Future[Response]:
+        if self._workers is None:
+            self._workers = concurrent.futures.ThreadPoolExecutor(
+                OFFLOAD_THREADS, thread_name_prefix="mlplane-offload"
+            )
+        return asyncio.get_running_loop().run_in_executor(self._workers, job)
 
     async def start(self, host: str, port: int) -> int:
         """Listen on host:port (port 0 picks a free one); return the port."""
@@ -392,6 +464,14 @@ class HttpServer:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        if self._workers is not None:
+            self._workers.shutdown(wait=False, cancel_futures=True)
+            self._workers = None
+
+
+def _internal_error(request: Request, exc: BaseException | None = None) -> Response:
+    log.error("unhandled error for %s %s", request.method, request.path, exc_info=exc or True)
+    return error_response(500, "internal server error")
 
 
 def _fit_file_limit(wanted: int) -> None:

@@ -5,13 +5,16 @@ answering meanwhile."""
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from sklearn.datasets import load_breast_cancer
 
 from tests.runtime.conftest import (
     Process,
@@ -21,6 +24,7 @@ from tests.runtime.conftest import (
     serve_args,
     start,
     stop,
+    train_model,
 )
 
 MiB = 1024 * 1024
@@ -47,10 +51,10 @@ def port_of(process: Process) -> int:
 
 
 class LivenessWatch:
-    """GET /v2/health/live in a loop on fresh connections; records the slowest answer."""
+    """GET a probe in a loop on fresh connections; records the slowest answer."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url + "/v2/health/live"
+    def __init__(self, url: str, path: str = "/v2/health/live") -> None:
+        self.url = url + path
         self.slowest = 0.0
         self.answers = 0
         self.failures: list[str] = []
@@ -253,3 +257,87 @@ def test_a_client_that_never_reads_its_responses_is_cut(strict_server: Process) 
     finally:
         sock.close()
     assert http("GET", strict_server.url + "/v2/health/live")[0] == 200
+
+
+@pytest.fixture(scope="module")
+def heavy_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
+    """A model whose large batches take a while: 300 trees, 30 features (1 to 2 s for
+    10,000 rows of its training data here)."""
+    return train_model(
+        tmp_path_factory.mktemp("models"),
+        "cancer",
+        {"builtin": "breast_cancer"},
+        {"class": "RandomForestClassifier", "params": {"n_estimators": 300}},
+    )
+
+
+def binary_request(rows: np.ndarray) -> tuple[bytes, dict[str, str]]:
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": list(rows.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": rows.nbytes},
+                }
+            ],
+            "outputs": [{"name": "label"}],
+        }
+    ).encode()
+    return header + rows.tobytes(), {"Inference-Header-Content-Length": str(len(header))}
+
+
+def test_rows_past_the_limit_get_a_413_naming_it(iris_model: TrainedModel, tmp_path: Path) -> None:
+    port = free_port()
+    process = start(
+        serve_args(iris_model, port, "--max-rows=50"), tmp_path / "log", "/v2/health/ready", port
+    )
+    try:
+        rows = np.ones((51, 4), np.float32)
+        body, headers = binary_request(rows)
+        status, raw, _ = http("POST", process.url + "/v2/models/iris/infer", body, headers)
+        assert status == 413
+        assert "51 rows; at most 50" in json.loads(raw)["error"]
+        assert "--max-rows" in json.loads(raw)["error"]
+        v1 = json.dumps({"instances": rows.tolist()}).encode()
+        status, raw, _ = http("POST", process.url + "/v1/models/iris:predict", v1)
+        assert (status, "--max-rows" in json.loads(raw)["error"]) == (413, True)
+        body, headers = binary_request(rows[:50])
+        assert http("POST", process.url + "/v2/models/iris/infer", body, headers)[0] == 200
+    finally:
+        stop(process)
+
+
+def test_large_batches_on_a_heavy_model_leave_the_probes_answering(
+    heavy_model: TrainedModel, tmp_path: Path
+) -> None:
+    port = free_port()
+    process = start(serve_args(heavy_model, port), tmp_path / "log", "/v2/health/ready", port)
+    data = load_breast_cancer().data
+    rows = data[np.random.default_rng(0).integers(0, len(data), 10_000)].astype(np.float32)
+    body, headers = binary_request(rows)
+    statuses: list[int] = []
+    took: list[float] = []
+
+    def client() -> None:
+        for _ in range(2):
+            started = time.monotonic()
+            statuses.append(http("POST", process.url + "/v2/models/cancer/infer", body, headers)[0])
+            took.append(round(time.monotonic() - started, 2))
+
+    try:
+        with LivenessWatch(process.url, "/v2/health/ready") as watch:
+            clients = [threading.Thread(target=client) for _ in range(3)]
+            for thread in clients:
+                thread.start()
+            for thread in clients:
+                thread.join(timeout=120)
+        print(f"batches of 10,000 rows took {took} s; the slowest probe {watch.slowest:.3f} s")
+        assert statuses == [200] * 6
+        assert watch.answers > 0
+        assert not watch.failures
+        # inline, a probe would wait for the batches ahead of it: a batch or more
+        assert watch.slowest < min(0.5, min(took) / 2)
+    finally:
+        stop(process)

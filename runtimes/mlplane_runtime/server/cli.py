@@ -32,9 +32,9 @@ from mlplane_runtime.cli_support import (
 from mlplane_runtime.errors import RuntimeFailure, UserError
 from mlplane_runtime.httpserver import HttpServer, install_signal_handlers
 from mlplane_runtime.server import metrics
-from mlplane_runtime.server.dataplane import DataPlane
+from mlplane_runtime.server.dataplane import MAX_ROWS, DataPlane
 from mlplane_runtime.server.model import OnnxModel
-from mlplane_runtime.server.rest import RestApp
+from mlplane_runtime.server.rest import OFFLOAD_ROWS, RestApp
 from mlplane_runtime.server.sampler import Sampler
 
 log = logging.getLogger("mlplane.serve")
@@ -56,6 +56,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     add_limit_arguments(p)
     p.add_argument(
+        "--max-rows",
+        type=int,
+        default=int(env_default("MLPLANE_MAX_ROWS", str(MAX_ROWS))),
+        help=f"rows per inference request; more: 413 (default {MAX_ROWS})",
+    )
+    p.add_argument(
+        "--offload-rows",
+        type=int,
+        default=int(env_default("MLPLANE_OFFLOAD_ROWS", str(OFFLOAD_ROWS))),
+        help="requests with more rows (or a body over 64 KiB) run on a worker thread, so "
+        f"the probes keep answering (default {OFFLOAD_ROWS})",
+    )
+    p.add_argument(
         "--monitor-url",
         default=env_default("MLPLANE_MONITOR_URL"),
         help="monitor sidecar, e.g. http://127.0.0.1:8081",
@@ -76,6 +89,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("--model-uri and --model-name are required (or MLPLANE_MODEL_URI/_NAME)")
     if args.threads < 1 or not 0 <= args.sample_rate <= 1:
         p.error("--threads >= 1 and 0 <= --sample-rate <= 1")
+    if args.max_rows < 1 or args.offload_rows < 0:
+        p.error("--max-rows must be >= 1 and --offload-rows >= 0")
     args.limits = limits_from_args(p, args)
     if args.max_samples_per_second < 0:
         p.error("--max-samples-per-second must be >= 0 (0: no limit)")
@@ -96,8 +111,8 @@ async def serve(args: argparse.Namespace) -> int:
             )
         except ValueError as exc:  # a bad --monitor-url
             raise UserError(str(exc)) from exc
-    plane = DataPlane(model, sampler)
-    server = HttpServer(RestApp(plane), args.limits)
+    plane = DataPlane(model, sampler, max_rows=args.max_rows)
+    server = HttpServer(RestApp(plane, offload_rows=args.offload_rows), args.limits)
     port = await server.start(args.host, args.port)
     log.info("listening on %s:%d (live; loading %s)", args.host, port, args.model_uri)
     stop = asyncio.Event()
