@@ -276,6 +276,7 @@ def main() -> int:
         result["artifact"]["sha256"],
         "--host",
         "127.0.0.1",
+        "--drain-seconds=0",
         "--port",
         str(port),
     ]

@@ -1,8 +1,9 @@
 """A small HTTP/1.1 server: an asyncio protocol over httptools' parser.
 
 It does only what the runtimes need, on the shortest path we measured: keep-alive and
-pipelining, write back-pressure, graceful shutdown (stop accepting, finish the request in
-flight on each connection, close idle ones), and limits on what one client may hold
+pipelining, write back-pressure, draining (serve on, but close each connection after its
+next response), graceful shutdown (stop accepting, finish the request in flight on each
+connection, close idle ones), and limits on what one client may hold
 (`Limits`): bytes of a head and of a body, time to send a head, a body, or to read a
 response, time idle between requests, and the number of connections. The timeouts cost
 the request path no timer: a sweeper checks every connection's state about once a tick
@@ -301,7 +302,7 @@ class HttpProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        keep_alive = keep_alive and not self.closing
+        keep_alive = keep_alive and not self.closing and not self.server.draining
         transport.write(_encode(response, keep_alive))
         self.since = self.server.now
         if not keep_alive:
@@ -414,6 +415,7 @@ class HttpServer:
         self.limits = limits or Limits()
         self.connections: set[HttpProtocol] = set()
         self.refused = 0  # connections turned away at the connection limit
+        self.draining = False  # every response closes its connection (see drain())
         self.now = 0.0  # the coarse clock of the timeouts, set by the sweeper
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -447,6 +449,11 @@ class HttpServer:
             now = self.now = loop.time()
             for connection in list(self.connections):
                 connection.expire(now)
+
+    def drain(self) -> None:
+        """Keep serving, but close each connection after its next response (with
+        `Connection: close`), so that clients reconnect, to the pods still ready."""
+        self.draining = True
 
     async def shutdown(self, grace_seconds: float = 25.0) -> None:
         """Stop accepting; let in-flight requests finish; close the connections."""

@@ -4,9 +4,11 @@ unchanged, every client mistake is a 4xx JSON error, and a tampered artifact is 
 from __future__ import annotations
 
 import contextlib
+import http.client as http_client
 import json
 import signal
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -438,7 +440,12 @@ def test_bad_sampling_flags_exit_2_naming_the_flag(
 
 def test_sigterm_finishes_the_request_in_flight(iris_model: TrainedModel, tmp_path: Path) -> None:
     port = free_port()
-    process = start(serve_args(iris_model, port), tmp_path / "log", "/v2/health/ready", port)
+    process = start(
+        serve_args(iris_model, port, "--drain-seconds=0.5"),
+        tmp_path / "log",
+        "/v2/health/ready",
+        port,
+    )
     body = json.dumps(v2_request(ROWS)).encode()
     head = b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(
         body
@@ -494,3 +501,92 @@ def test_pipelined_answers_keep_their_order_around_an_offloaded_batch(server: Pr
     assert len(json.loads(b1)["outputs"][0]["data"]) == 300
     assert json.loads(b2)["id"] == "small"
     assert json.loads(b3) == {"live": True}
+
+
+class Load:
+    """Clients in threads, each sending V2 requests in a loop on a keep-alive connection
+    (http.client reconnects after a `Connection: close`); every outcome is kept."""
+
+    def __init__(self, url: str, clients: int) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self.address = (host, int(port))
+        self.body = json.dumps(v2_request(ROWS)).encode()
+        # (when, "200" or the error, whether the response carried Connection: close)
+        self.outcomes: list[tuple[float, str, bool]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=15)
+
+    def _run(self) -> None:
+        connection = http_client.HTTPConnection(*self.address, timeout=10)
+        while not self._stop.is_set():
+            closes = False
+            try:
+                connection.request("POST", "/v2/models/iris/infer", self.body)
+                response = connection.getresponse()
+                response.read()
+                outcome = str(response.status)
+                closes = response.getheader("connection", "") == "close"
+            except (OSError, http_client.HTTPException) as exc:
+                outcome = repr(exc)
+                connection.close()
+            self.outcomes.append((time.monotonic(), outcome, closes))
+
+    def failures(self) -> list[str]:
+        return [outcome for _, outcome, _ in self.outcomes if outcome != "200"]
+
+
+def test_sigterm_under_load_loses_no_request(iris_model: TrainedModel, tmp_path: Path) -> None:
+    """A rollout's SIGTERM: readiness is 503 at once, but the server keeps serving for
+    --drain-seconds (the endpoints take a while to drop the pod), each response closing
+    its connection; requests in flight and those sent meanwhile all succeed; then exit 0."""
+    port, drain = free_port(), 2.0
+    process = start(
+        serve_args(iris_model, port, f"--drain-seconds={drain}", "--grace-seconds=5"),
+        tmp_path / "log",
+        "/v2/health/ready",
+        port,
+    )
+    load = Load(process.url, clients=4)
+    body = json.dumps(v2_request(ROWS)).encode()
+    head = b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+    in_flight = socket.create_connection(("127.0.0.1", port))
+    try:
+        load.start()
+        time.sleep(0.5)
+        in_flight.sendall(head % len(body) + body[:10])  # a request half sent at SIGTERM
+        signalled = time.monotonic()
+        process.proc.send_signal(signal.SIGTERM)
+        while get_json(process.url + "/v2/health/ready")[0] != 503:
+            assert time.monotonic() - signalled < 0.5, "readiness did not flip at once"
+        flipped_at = time.monotonic()
+        in_flight.sendall(body[10:])
+        answer = read_responses(in_flight, 1)
+        time.sleep(drain - 0.7)  # the endpoints stop routing before the drain ends
+        load.stop()
+        stopped = time.monotonic()
+        during_drain = [closes for t, _, closes in load.outcomes if flipped_at + 0.1 < t < stopped]
+        assert process.proc.wait(timeout=15) == 0
+        exited = time.monotonic() - signalled
+    finally:
+        load.stop()
+        in_flight.close()
+        stop(process)
+    print(
+        f"{len(load.outcomes)} requests, {len(during_drain)} during the drain, "
+        f"{len(load.failures())} lost; ready 503 after {(flipped_at - signalled) * 1000:.0f} ms, "
+        f"exit 0 after {exited:.1f} s"
+    )
+    assert load.failures() == []
+    assert answer == [(200, answer[0][1])]
+    assert len(during_drain) > 20
+    assert all(during_drain)  # each response of the drain closes its connection
+    assert drain <= exited < drain + 5

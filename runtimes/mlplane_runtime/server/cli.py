@@ -1,24 +1,25 @@
 """`mlplane-serve`: serve one ONNX model over KServe V2 and V1 REST.
 
-Every flag has an environment variable (``MLPLANE_MODEL_URI``, ``MLPLANE_MODEL_NAME``,
-``MLPLANE_MODEL_VERSION``, ``MLPLANE_MODEL_SHA256``, ``MLPLANE_HOST``, ``MLPLANE_PORT``,
-``MLPLANE_THREADS``, ``MLPLANE_MAX_BODY_BYTES``, ``MLPLANE_MAX_HEADER_BYTES``,
-``MLPLANE_MONITOR_URL``,
-``MLPLANE_SAMPLE_RATE``, ``MLPLANE_MAX_SAMPLES_PER_SECOND``, ``MLPLANE_GRACE_SECONDS``).
+Every flag has an environment variable: ``MLPLANE_`` and the flag in capitals
+(``--max-body-bytes`` reads ``MLPLANE_MAX_BODY_BYTES``), except ``--sha256``, which reads
+``MLPLANE_MODEL_SHA256``.
 
 With ``--monitor-url``, rows are sampled for the drift monitor at ``--sample-rate`` (a
 ceiling, default 1) and at most about ``--max-samples-per-second`` rows per second
 (default 200; 0 lifts the limit), so monitoring costs a busy server almost nothing.
 
 The server listens at once (live), loads and verifies the artifact, and only then reports
-ready. Exit codes: 0 after a graceful shutdown (SIGTERM), 2 bad arguments or an
-artifact that does not load, 3 storage unreachable, 4 sha256 mismatch (never ready).
+ready. On SIGTERM it reports not ready at once but serves on for ``--drain-seconds``, then
+gives the requests in flight ``--grace-seconds``. Exit codes: 0 after a graceful shutdown
+(SIGTERM), 2 bad arguments or an artifact that does not load, 3 storage unreachable, 4
+sha256 mismatch (never ready).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 
@@ -38,6 +39,10 @@ from mlplane_runtime.server.rest import OFFLOAD_ROWS, RestApp
 from mlplane_runtime.server.sampler import Sampler
 
 log = logging.getLogger("mlplane.serve")
+
+# After SIGTERM (both within the pod's terminationGracePeriodSeconds, 30 by default).
+DRAIN_SECONDS = 5.0
+GRACE_SECONDS = 20.0
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -82,7 +87,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=float(env_default("MLPLANE_MAX_SAMPLES_PER_SECOND", "200")),
     )
     p.add_argument(
-        "--grace-seconds", type=float, default=float(env_default("MLPLANE_GRACE_SECONDS", "25"))
+        "--drain-seconds",
+        type=float,
+        default=float(env_default("MLPLANE_DRAIN_SECONDS", str(DRAIN_SECONDS))),
+        help="after SIGTERM: not ready, but serving on for this long while the endpoints "
+        f"update (default {DRAIN_SECONDS:g}; a second signal ends it)",
+    )
+    p.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=float(env_default("MLPLANE_GRACE_SECONDS", str(GRACE_SECONDS))),
+        help="then: time for the requests in flight before connections are cut "
+        f"(default {GRACE_SECONDS:g})",
     )
     args: argparse.Namespace = p.parse_args(argv)
     if not args.model_uri or not args.model_name:
@@ -91,6 +107,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("--threads >= 1 and 0 <= --sample-rate <= 1")
     if args.max_rows < 1 or args.offload_rows < 0:
         p.error("--max-rows must be >= 1 and --offload-rows >= 0")
+    if args.drain_seconds < 0 or args.grace_seconds < 0:
+        p.error("--drain-seconds and --grace-seconds must be >= 0")
     args.limits = limits_from_args(p, args)
     if args.max_samples_per_second < 0:
         p.error("--max-samples-per-second must be >= 0 (0: no limit)")
@@ -129,14 +147,27 @@ async def serve(args: argparse.Namespace) -> int:
     if sampler is not None:
         sampler.start()
     await stop.wait()
-    log.info("SIGTERM: draining connections (up to %.0fs)", args.grace_seconds)
-    plane.draining = True
-    metrics.MODEL_READY.set(0)
+    await drain(server, plane, stop, args.drain_seconds)
+    log.info("closing: up to %gs for the requests in flight", args.grace_seconds)
     await server.shutdown(args.grace_seconds)
     if sampler is not None:
         sampler.stop()
     log.info("stopped")
     return 0
+
+
+async def drain(server: HttpServer, plane: DataPlane, stop: asyncio.Event, seconds: float) -> None:
+    """Not ready at once, but serving on for `seconds` (each response closing its
+    connection): the endpoints controller and every kube-proxy take a while to stop
+    routing to this pod, and what they still send must not be lost. A second signal
+    ends the drain early."""
+    log.info("SIGTERM: not ready; serving %gs more while the endpoints update", seconds)
+    plane.draining = True
+    metrics.MODEL_READY.set(0)
+    server.drain()
+    stop.clear()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
 
 
 def main(argv: list[str] | None = None) -> int:
