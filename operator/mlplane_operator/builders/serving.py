@@ -64,7 +64,7 @@ def build_deployment(
     ]
     if monitored and drift is not None:
         args += [
-            f"--monitor-url=http://127.0.0.1:{settings.monitor_port}",
+            f"--monitor-url=http://127.0.0.1:{settings.monitor_samples_port}",
             f"--sample-rate={drift.sample_rate}",
             f"--max-samples-per-second={drift.max_samples_per_second}",
         ]
@@ -95,6 +95,7 @@ def build_deployment(
                 f"--baseline-uri={baseline.uri}",
                 f"--baseline-sha256={baseline.sha256}",
                 f"--port={settings.monitor_port}",
+                f"--samples-port={settings.monitor_samples_port}",  # loopback only
                 f"--method={drift.method.value}",
                 f"--threshold={drift.threshold}",
                 f"--min-samples={drift.min_samples}",
@@ -152,6 +153,7 @@ def _probe(path: str, port: int, period: int, failures: int = 3) -> Manifest:
 
 def build_service(isvc: InferenceService, body: Manifest, settings: OperatorSettings) -> Manifest:
     ports = [{"name": "http", "port": settings.serving_port, "targetPort": "http"}]
+    # the monitor's read side (/drift, /metrics); its samples port is loopback, never here
     if drift_enabled(isvc):
         ports.append({"name": "monitor", "port": settings.monitor_port, "targetPort": "monitor"})
     return {

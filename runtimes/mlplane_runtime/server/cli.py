@@ -76,7 +76,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--monitor-url",
         default=env_default("MLPLANE_MONITOR_URL"),
-        help="monitor sidecar, e.g. http://127.0.0.1:8081",
+        help="the monitor sidecar's samples address, e.g. http://127.0.0.1:8082",
     )
     p.add_argument(
         "--sample-rate", type=float, default=float(env_default("MLPLANE_SAMPLE_RATE", "1.0"))

@@ -80,7 +80,7 @@ def test_server_arguments_parse_with_mlplane_serve() -> None:
     assert parsed.sha256 == MODEL_SHA
     assert parsed.port == 8080
     assert parsed.threads == 4
-    assert parsed.monitor_url == "http://127.0.0.1:8081"
+    assert parsed.monitor_url == "http://127.0.0.1:8082"  # the monitor's loopback samples port
     assert (parsed.sample_rate, parsed.max_samples_per_second) == (1.0, 200)  # API defaults
 
 
@@ -100,6 +100,7 @@ def test_monitor_arguments_parse_with_mlplane_monitor() -> None:
     assert parsed.threshold == 0.25
     assert parsed.min_samples == 200
     assert parsed.port == 8081
+    assert parsed.samples_port == 8082
 
 
 def test_server_is_ready_only_when_the_model_is_loaded() -> None:
@@ -253,6 +254,28 @@ def test_service_exposes_the_monitor_port_with_drift_monitoring() -> None:
     body = inferenceservice_body(monitoring=DRIFT)
     ports = build_service(inferenceservice(body), body, settings())["spec"]["ports"]
     assert {"name": "monitor", "port": 8081, "targetPort": "monitor"} in ports
+
+
+def test_service_exposes_no_monitor_write_port() -> None:
+    """Anyone who reaches the Service could fake drift (and trigger retraining) through
+    POST /samples: only the monitor's read port is exposed, and the samples port, bound
+    to the pod's loopback, is neither a container port nor a Service port."""
+    body = inferenceservice_body(monitoring=DRIFT)
+    manifest = deployment(body)
+    monitor = containers(manifest)["monitor"]
+    samples_port = parse_monitor_args(monitor["args"]).samples_port
+    assert samples_port != parse_monitor_args(monitor["args"]).port
+    server_args = parse_server_args(containers(manifest)["server"]["args"])
+    assert server_args.monitor_url == f"http://127.0.0.1:{samples_port}"
+    declared = {p["containerPort"] for c in containers(manifest).values() for p in c["ports"]}
+    assert samples_port not in declared
+    service = build_service(inferenceservice(body), body, settings())
+    named = {
+        p["name"]: p["containerPort"] for c in containers(manifest).values() for p in c["ports"]
+    }
+    for port in service["spec"]["ports"]:
+        assert port["port"] != samples_port
+        assert named[port["targetPort"]] != samples_port
 
 
 def test_hpa_scales_the_serving_deployment_on_cpu() -> None:
