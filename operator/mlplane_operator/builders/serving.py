@@ -18,6 +18,8 @@ from mlplane_operator.settings import OperatorSettings
 
 STEP = f"{labels.PREFIX}/canary-step"
 STEP_STARTED = f"{labels.PREFIX}/canary-step-started"
+# mlplane-serve's drain (5 s) and grace (20 s) after SIGTERM fit in it.
+TERMINATION_GRACE_SECONDS = 30
 
 
 def deployment_name(isvc: InferenceService, version: int) -> str:
@@ -104,7 +106,9 @@ def build_deployment(
             "ports": [{"name": "monitor", "containerPort": settings.monitor_port}],
             "volumeMounts": mounts,
             "securityContext": container_security_context(),
-            "readinessProbe": _probe("/metrics", settings.monitor_port, period=5),
+            # No probes: a pod is Ready only when every container is, so a readiness probe
+            # here would take serving out of the Service whenever drift monitoring falters,
+            # and a liveness restart would do the same while it restarts.
             "resources": {
                 "requests": {"cpu": "50m", "memory": "128Mi"},
                 "limits": {"memory": "512Mi"},
@@ -118,7 +122,7 @@ def build_deployment(
         "containers": containers,
         "volumes": volumes,
         "automountServiceAccountToken": False,
-        "terminationGracePeriodSeconds": 30,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
     }
     if spec.service_account_name:
         pod_spec["serviceAccountName"] = spec.service_account_name

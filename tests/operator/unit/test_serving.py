@@ -278,6 +278,26 @@ def test_service_exposes_no_monitor_write_port() -> None:
         assert named[port["targetPort"]] != samples_port
 
 
+def test_server_readiness_does_not_depend_on_the_monitor() -> None:
+    """A pod is Ready only when all its containers are: the monitor has no probe, so a
+    failing monitor never takes serving out of the Service; the server's readiness is
+    its own /v2/health/ready, which looks at the model alone."""
+    manifest = deployment(inferenceservice_body(monitoring=DRIFT))
+    server, monitor = containers(manifest)["server"], containers(manifest)["monitor"]
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert probe not in monitor
+        assert server[probe]["httpGet"]["port"] == 8080
+    assert server["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+
+
+def test_termination_grace_covers_the_servers_drain_and_grace() -> None:
+    manifest = deployment()
+    parsed = parse_server_args(containers(manifest)["server"]["args"])
+    grace = manifest["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert parsed.drain_seconds > 0
+    assert parsed.drain_seconds + parsed.grace_seconds < grace
+
+
 def test_hpa_scales_the_serving_deployment_on_cpu() -> None:
     body = inferenceservice_body(
         autoscaling={"minReplicas": 2, "maxReplicas": 10, "targetCPUUtilizationPercentage": 70}
