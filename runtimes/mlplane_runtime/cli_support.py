@@ -29,6 +29,13 @@ _LIMIT_FLAGS: tuple[tuple[str, str, float, str], ...] = (
     ("--idle-timeout", "idle_timeout", 0.01, "seconds a keep-alive connection may idle"),
     ("--send-timeout", "send_timeout", 0.01, "seconds a client may leave a response unread"),
     ("--max-connections", "max_connections", 1, "connections at once; more: 503, closed"),
+    (
+        "--max-buffered-bytes",
+        "max_buffered_bytes",
+        1024,
+        "body bytes held at once over all connections, for bodies over the head limit; "
+        "more: 503, closed",
+    ),
 )
 
 
@@ -64,6 +71,8 @@ def limits_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     for flag, field, smallest, _ in _LIMIT_FLAGS:
         if getattr(args, field) < smallest:
             parser.error(f"{flag} must be >= {smallest:g}")
+    if args.max_buffered_bytes < args.max_body_bytes:
+        parser.error("--max-buffered-bytes must be >= --max-body-bytes")
     return Limits(**{field: getattr(args, field) for _, field, _, _ in _LIMIT_FLAGS})
 
 

@@ -45,6 +45,9 @@ BODY_TIMEOUT_SECONDS = 30.0  # from the end of the head to the end of the body
 IDLE_TIMEOUT_SECONDS = 60.0  # a keep-alive connection between requests
 SEND_TIMEOUT_SECONDS = 30.0  # a client that stops reading its responses
 MAX_CONNECTIONS = 1024  # beyond: answered 503 and closed at once
+# Bodies larger than a head, summed over all connections while they are received and
+# answered: without it, every connection could hold a whole body at once.
+MAX_BUFFERED_BYTES = 64 * 1024 * 1024
 FILE_HEADROOM = 64  # descriptors kept for everything but client connections
 
 
@@ -57,6 +60,7 @@ class Limits:
     idle_timeout: float = IDLE_TIMEOUT_SECONDS
     send_timeout: float = SEND_TIMEOUT_SECONDS
     max_connections: int = MAX_CONNECTIONS
+    max_buffered_bytes: int = MAX_BUFFERED_BYTES
 
     @property
     def tick(self) -> float:
@@ -173,6 +177,8 @@ class HttpProtocol(asyncio.Protocol):
         self.begun = False  # a request is being read
         self.waiting = False  # an Offload answer is being computed
         self.queue: collections.deque[Request] = collections.deque()  # pipelined, in order
+        self.reserved = 0  # bytes of the body being read, held against max_buffered_bytes
+        self.held = 0  # ... and of the one whose Offload answer is being computed
         self.closing = False
         self.failed = False  # answered with an error; ignore the rest of the stream
 
@@ -194,6 +200,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
+        self.server.buffered -= self.reserved + self.held
+        self.reserved = self.held = 0
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
@@ -247,13 +255,17 @@ class HttpProtocol(asyncio.Protocol):
         self.reading, self.since = BODY, self.server.now
         self.raw_limit = self.raw_bytes + limits.max_header_bytes  # for trailers
         length = self.headers.get("content-length", "")
-        if length.isdigit() and int(length) > limits.max_body_bytes:
-            self._fail(
-                413,
-                f"request body of {length} bytes exceeds the limit of "
-                f"{limits.max_body_bytes} bytes",
-            )
-            return
+        if length.isdigit():
+            size = int(length)
+            if size > limits.max_body_bytes:
+                self._fail(
+                    413,
+                    f"request body of {length} bytes exceeds the limit of "
+                    f"{limits.max_body_bytes} bytes",
+                )
+                return
+            if size > limits.max_header_bytes and not self._reserve(size):
+                return
         if self.headers.get("expect", "").lower() == "100-continue" and self.transport:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
@@ -264,7 +276,25 @@ class HttpProtocol(asyncio.Protocol):
         if self.body_size > self.limits.max_body_bytes:
             self._fail(413, f"request body exceeds the limit of {self.limits.max_body_bytes} bytes")
             return
+        size, reserved = self.body_size, self.reserved
+        grows = size > reserved and size > self.limits.max_header_bytes  # chunked bodies
+        if grows and not self._reserve(size - reserved):
+            return
         self.body.append(body)
+
+    def _reserve(self, size: int) -> bool:
+        """Hold `size` more body bytes against the server's budget, or answer 503."""
+        server, budget = self.server, self.limits.max_buffered_bytes
+        if server.buffered + size > budget:
+            self._fail(
+                503,
+                f"the server is holding {server.buffered} bytes of other request bodies; "
+                f"with this one it would pass its limit of {budget}; retry later",
+            )
+            return False
+        server.buffered += size
+        self.reserved += size
+        return True
 
     def on_message_complete(self) -> None:
         self.raw_bytes = self.body_size = 0
@@ -283,10 +313,14 @@ class HttpProtocol(asyncio.Protocol):
             keep_alive=self.parser.should_keep_alive(),
         )
         self.body = []
+        held, self.reserved = self.reserved, 0
         if self.waiting:  # pipelined behind an answer still being computed
             self.queue.append(request)
         else:
             self._answer(request)
+            if self.waiting:  # offloaded: the body is held until the answer is sent
+                self.held, held = held, 0
+        self.server.buffered -= held
 
     def _answer(self, request: Request) -> None:
         try:
@@ -318,6 +352,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def _offloaded(self, request: Request, future: asyncio.Future[Response]) -> None:
         self.waiting = False
+        self.server.buffered -= self.held
+        self.held = 0
         if future.cancelled():
             response = error_response(503, "the server is shutting down; retry")
         elif (error := future.exception()) is not None:
@@ -415,6 +451,7 @@ class HttpServer:
         self.limits = limits or Limits()
         self.connections: set[HttpProtocol] = set()
         self.refused = 0  # connections turned away at the connection limit
+        self.buffered = 0  # body bytes held by all connections (see Limits)
         self.draining = False  # every response closes its connection (see drain())
         self.now = 0.0  # the coarse clock of the timeouts, set by the sweeper
         self._server: asyncio.Server | None = None

@@ -341,3 +341,53 @@ def test_large_batches_on_a_heavy_model_leave_the_probes_answering(
         assert watch.slowest < min(0.5, min(took) / 2)
     finally:
         stop(process)
+
+
+def test_body_bytes_held_at_once_are_bounded_over_all_connections(
+    iris_model: TrainedModel, tmp_path: Path
+) -> None:
+    """Each connection may send a whole body slowly, within the body timeout: the bytes
+    held at once over all connections are bounded (--max-buffered-bytes), while bodies no
+    larger than a head are always admitted, so small requests keep working."""
+    port = free_port()
+    process = start(
+        serve_args(iris_model, port, "--max-body-bytes=262144", "--max-buffered-bytes=524288"),
+        tmp_path / "log",
+        "/v2/health/ready",
+        port,
+    )
+    document = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}).encode()
+    padded = document + b" " * (200_000 - len(document))
+    head = b"POST /v1/models/iris:predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+    holders = [connect(port, head % len(padded) + padded[:100]) for _ in range(2)]
+    try:
+        time.sleep(0.2)
+        third = connect(port, head % len(padded))
+        closed, answer = read_until_closed(third, 5)
+        third.close()
+        assert closed
+        assert answer.startswith(b"HTTP/1.1 503")
+        assert b"holding 400000 bytes of other request bodies" in answer
+        assert b"limit of 524288" in answer
+        small = http("POST", process.url + "/v1/models/iris:predict", document)
+        assert small[0] == 200
+        chunked = connect(
+            port,
+            b"POST /v1/models/iris:predict HTTP/1.1\r\nHost: x\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n",
+        )
+        with contextlib.suppress(OSError):  # cut once it grows past the budget
+            for _ in range(12):
+                chunked.sendall(b"4000\r\n" + b" " * 0x4000 + b"\r\n")
+        closed, answer = read_until_closed(chunked, 5)
+        chunked.close()
+        assert answer.startswith(b"HTTP/1.1 503")
+        for sock in holders:
+            sock.close()
+        time.sleep(0.2)
+        for _ in range(6):  # 1.2 MB in turn: what each held is given back (offloaded, too)
+            assert http("POST", process.url + "/v1/models/iris:predict", padded)[0] == 200
+    finally:
+        for sock in holders:
+            sock.close()
+        stop(process)
