@@ -49,6 +49,11 @@ MAX_CONNECTIONS = 1024  # beyond: answered 503 and closed at once
 # answered: without it, every connection could hold a whole body at once.
 MAX_BUFFERED_BYTES = 64 * 1024 * 1024
 FILE_HEADROOM = 64  # descriptors kept for everything but client connections
+# After an error answered mid-body, the rest the client sends is read and thrown away for
+# this long (and up to the rest of its declared body plus LINGER_BYTES): closing with
+# unread data resets the connection, and the client would never read the answer.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +182,8 @@ class HttpProtocol(asyncio.Protocol):
         self.begun = False  # a request is being read
         self.waiting = False  # an Offload answer is being computed
         self.queue: collections.deque[Request] = collections.deque()  # pipelined, in order
+        self.declared = 0  # the Content-Length of the body being read
+        self.discard = -1  # bytes still to throw away after an error (-1: not lingering)
         self.reserved = 0  # bytes of the body being read, held against max_buffered_bytes
         self.held = 0  # ... and of the one whose Offload answer is being computed
         self.closing = False
@@ -206,6 +213,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.failed:
+            if self.discard >= 0:
+                self.discard -= len(data)
+                if self.discard < 0 and self.transport is not None:
+                    self.transport.abort()
             return
         self.raw_bytes += len(data)
         try:
@@ -237,7 +248,7 @@ class HttpProtocol(asyncio.Protocol):
         self.url = b""
         self.headers = {}
         self.body = []
-        self.body_size = 0
+        self.body_size = self.declared = 0
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -256,7 +267,7 @@ class HttpProtocol(asyncio.Protocol):
         self.raw_limit = self.raw_bytes + limits.max_header_bytes  # for trailers
         length = self.headers.get("content-length", "")
         if length.isdigit():
-            size = int(length)
+            self.declared = size = int(length)
             if size > limits.max_body_bytes:
                 self._fail(
                     413,
@@ -380,6 +391,10 @@ class HttpProtocol(asyncio.Protocol):
         if self.transport is None:
             return
         limits = self.limits
+        if self.discard >= 0:
+            if now - self.since > LINGER_SECONDS:
+                self.transport.abort()
+            return
         if self.stalled_since is not None:
             if now - self.stalled_since > limits.send_timeout:
                 self.transport.abort()
@@ -423,11 +438,21 @@ class HttpProtocol(asyncio.Protocol):
             )
 
     def _fail(self, status: int, message: str) -> None:
-        """Answer a request we will not read further, then close the connection."""
+        """Answer a request we will not read further, then close the connection: at once
+        when its head was bad; mid-body, after throwing away what the client still sends
+        for a while (most clients send their whole body before they read an answer)."""
         self.failed = True
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(_encode(error_response(status, message), keep_alive=False))
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(_encode(error_response(status, message), keep_alive=False))
+        if self.reading != BODY or not transport.can_write_eof():
             self._close()
+            return
+        transport.write_eof()  # the client reads the answer, then EOF; it closes, or we do
+        rest = max(0, self.declared - self.body_size)
+        self.discard = LINGER_BYTES + min(rest, 8 * self.limits.max_body_bytes)
+        self.since = self.server.now
 
     def _close(self) -> None:
         """Close once the responses are sent; the sweeper aborts a client that does not

@@ -391,3 +391,15 @@ def test_body_bytes_held_at_once_are_bounded_over_all_connections(
         for sock in holders:
             sock.close()
         stop(process)
+
+
+def test_an_ordinary_client_reads_the_413_of_a_body_it_sends_whole(
+    fresh_server: Process,
+) -> None:
+    """urllib, like most clients, sends its whole body before reading: the server reads
+    and throws away the rest of the body after answering, so the client gets the 413
+    JSON instead of a reset connection."""
+    status, raw, _ = http("POST", fresh_server.url + "/v2/models/iris/infer", b" " * (9 * MiB))
+    assert status == 413
+    assert "exceeds the limit of 8388608 bytes" in json.loads(raw)["error"]
+    assert http("GET", fresh_server.url + "/v2/health/live")[0] == 200
