@@ -25,6 +25,7 @@ import functools
 import logging
 import resource
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -44,7 +45,10 @@ HEADER_TIMEOUT_SECONDS = 10.0  # from the connection's start, or a request's fir
 BODY_TIMEOUT_SECONDS = 30.0  # from the end of the head to the end of the body
 IDLE_TIMEOUT_SECONDS = 60.0  # a keep-alive connection between requests
 SEND_TIMEOUT_SECONDS = 30.0  # a client that stops reading its responses
-MAX_CONNECTIONS = 1024  # beyond: answered 503 and closed at once
+# Beyond it, a new connection takes the place of the one that has waited longest for its
+# client (so a flood of idle or slow connections cannot lock the probes out); when every
+# connection has an answer being computed, the new one gets a 503.
+MAX_CONNECTIONS = 1024
 # Bodies larger than a head, summed over all connections while they are received and
 # answered: without it, every connection could hold a whole body at once.
 MAX_BUFFERED_BYTES = 64 * 1024 * 1024
@@ -193,7 +197,8 @@ class HttpProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = stream = cast(asyncio.Transport, transport)  # uvloop's: no subclass
         server = self.server
-        if len(server.connections) >= self.limits.max_connections:
+        self.since = time.monotonic()  # precise (not the loop's cached time): for evictions
+        if len(server.connections) >= self.limits.max_connections and not server.evict():
             self.failed = True
             server.refused += 1
             message = (
@@ -476,9 +481,10 @@ class HttpServer:
         self.limits = limits or Limits()
         self.connections: set[HttpProtocol] = set()
         self.refused = 0  # connections turned away at the connection limit
+        self.evicted = 0  # ... and connections reset to make room for new ones
         self.buffered = 0  # body bytes held by all connections (see Limits)
         self.draining = False  # every response closes its connection (see drain())
-        self.now = 0.0  # the coarse clock of the timeouts, set by the sweeper
+        self.now = 0.0  # the coarse clock of the timeouts (monotonic), set by the sweeper
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._workers: concurrent.futures.ThreadPoolExecutor | None = None
@@ -493,7 +499,7 @@ class HttpServer:
     async def start(self, host: str, port: int) -> int:
         """Listen on host:port (port 0 picks a free one); return the port."""
         loop = asyncio.get_running_loop()
-        self.now = loop.time()
+        self.now = time.monotonic()
         _fit_file_limit(self.limits.max_connections + FILE_HEADROOM)
         self._server = await loop.create_server(
             lambda: HttpProtocol(self), host, port, reuse_address=True, backlog=1024
@@ -504,13 +510,27 @@ class HttpServer:
         return int(sockets[0].getsockname()[1]) if sockets else port
 
     async def _sweep(self) -> None:
-        loop = asyncio.get_running_loop()
         tick = self.limits.tick
         while True:
             await asyncio.sleep(tick)
-            now = self.now = loop.time()
+            now = self.now = time.monotonic()
             for connection in list(self.connections):
                 connection.expire(now)
+
+    def evict(self) -> bool:
+        """Make room at the connection limit: reset the connection that has waited
+        longest for its client (idle, or slow to send), never one whose answer is being
+        computed. False when there is none."""
+        oldest = min(
+            (c for c in self.connections if not c.waiting), key=lambda c: c.since, default=None
+        )
+        if oldest is None or oldest.transport is None:
+            return False
+        self.evicted += 1
+        self.connections.discard(oldest)
+        oldest.failed = True
+        oldest.transport.abort()
+        return True
 
     def drain(self) -> None:
         """Keep serving, but close each connection after its next response (with
