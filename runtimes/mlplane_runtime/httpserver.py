@@ -78,8 +78,9 @@ class Limits:
         return min(1.0, max(0.05, shortest / 4))
 
 
-# What a connection waits for (HttpProtocol.reading).
-IDLE, HEAD, BODY = 0, 1, 2
+# What a connection waits for (HttpProtocol.reading): a first request, the next one
+# (keep-alive), the rest of a head, the rest of a body.
+FRESH, IDLE, HEAD, BODY = 0, 1, 2, 3
 
 
 # Where a JSON header ends and binary tensors begin (Open Inference Protocol binary extension).
@@ -180,13 +181,11 @@ class HttpProtocol(asyncio.Protocol):
         # header or trailer is only seen here.
         self.raw_bytes = 0
         self.raw_limit = self.limits.max_header_bytes
-        self.reading = HEAD  # IDLE, HEAD or BODY, since `since` (the server's coarse clock)
+        self.reading = FRESH  # FRESH, IDLE, HEAD or BODY since `since` (the coarse clock)
         self.since = server.now
         self.stalled_since: float | None = None  # writing paused, or closing unsent data
-        self.begun = False  # a request is being read
         self.waiting = False  # an Offload answer is being computed
         self.queue: collections.deque[Request] = collections.deque()  # pipelined, in order
-        self.declared = 0  # the Content-Length of the body being read
         self.discard = -1  # bytes still to throw away after an error (-1: not lingering)
         self.reserved = 0  # bytes of the body being read, held against max_buffered_bytes
         self.held = 0  # ... and of the one whose Offload answer is being computed
@@ -230,7 +229,8 @@ class HttpProtocol(asyncio.Protocol):
             self._fail(400, "protocol upgrades are not supported")
         except httptools.HttpParserError as exc:
             self._fail(400, f"malformed HTTP request: {exc}")
-        if self.raw_bytes > self.raw_limit + 2 * self.body_size and not self.failed:
+        raw = self.raw_bytes
+        if raw > self.raw_limit and raw > self.raw_limit + 2 * self.body_size and not self.failed:
             self._too_large()
 
     def pause_writing(self) -> None:  # the client is not reading: stop reading from it
@@ -249,11 +249,10 @@ class HttpProtocol(asyncio.Protocol):
         if self.reading == IDLE:  # a fresh connection's head timer runs from its start
             self.since = self.server.now
         self.reading = HEAD
-        self.begun = True
         self.url = b""
         self.headers = {}
         self.body = []
-        self.body_size = self.declared = 0
+        self.body_size = 0
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -272,7 +271,7 @@ class HttpProtocol(asyncio.Protocol):
         self.raw_limit = self.raw_bytes + limits.max_header_bytes  # for trailers
         length = self.headers.get("content-length", "")
         if length.isdigit():
-            self.declared = size = int(length)
+            size = int(length)
             if size > limits.max_body_bytes:
                 self._fail(
                     413,
@@ -316,8 +315,8 @@ class HttpProtocol(asyncio.Protocol):
         self.raw_bytes = self.body_size = 0
         self.raw_limit = self.limits.max_header_bytes
         self.reading = IDLE
-        self.begun = False
-        if self.failed or self.transport is None or self.transport.is_closing():
+        transport = self.transport
+        if self.failed or transport is None or transport.is_closing():
             return
         url = httptools.parse_url(self.url)
         request = Request(
@@ -329,26 +328,34 @@ class HttpProtocol(asyncio.Protocol):
             keep_alive=self.parser.should_keep_alive(),
         )
         self.body = []
-        held, self.reserved = self.reserved, 0
+        held = self.reserved  # 0 but for bodies larger than a head
         if self.waiting:  # pipelined behind an answer still being computed
             self.queue.append(request)
         else:
-            self._answer(request)
+            self._answer(request, transport)
+        if held:
+            self.reserved = 0
             if self.waiting:  # offloaded: the body is held until the answer is sent
                 self.held, held = held, 0
-        self.server.buffered -= held
+            self.server.buffered -= held
 
-    def _answer(self, request: Request) -> None:
+    def _answer(self, request: Request, transport: asyncio.Transport) -> None:
+        """Call the application and write its answer (on an open `transport`)."""
         try:
             response = self.server.app(request)
         except Exception:  # the application must not take the connection down
             response = _internal_error(request)
         if isinstance(response, Offload):
             self._offload(request, response)
-        else:
-            self._send(response, request.keep_alive)
+            return
+        keep_alive = request.keep_alive and not self.closing and not self.server.draining
+        transport.write(_encode(response, keep_alive))
+        self.since = self.server.now
+        if not keep_alive:
+            self._close()
 
     def _send(self, response: Response, keep_alive: bool) -> None:
+        """Write an answer computed off the loop, if the connection is still there."""
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -379,7 +386,7 @@ class HttpProtocol(asyncio.Protocol):
         self._send(response, request.keep_alive)
         transport = self.transport
         while self.queue and not self.waiting and transport and not transport.is_closing():
-            self._answer(self.queue.popleft())
+            self._answer(self.queue.popleft(), transport)
         if transport is None or transport.is_closing() or self.waiting:
             return
         self.since = self.server.now  # nothing was read meanwhile: the timers restart
@@ -388,7 +395,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def busy(self) -> bool:
         """A request is being read, computed, or waits for its turn."""
-        return self.begun or self.waiting or bool(self.queue)
+        return self.reading >= HEAD or self.waiting or bool(self.queue)
 
     def expire(self, now: float) -> None:
         """Cut the connection if it has waited too long for what it waits for (the
@@ -406,21 +413,20 @@ class HttpProtocol(asyncio.Protocol):
             return
         if self.waiting:  # the application has it; --max-rows bounds its work
             return
-        waited = now - self.since
-        if self.reading == IDLE:
+        waited, reading = now - self.since, self.reading
+        if reading == IDLE:
             if waited > limits.idle_timeout:
                 self._close()
-        elif self.reading == HEAD:
-            if waited <= limits.header_timeout:
-                return
-            if self.begun:
+        elif reading == FRESH:  # nothing was sent: nothing to answer
+            if waited > limits.header_timeout:
+                self._close()
+        elif reading == HEAD:
+            if waited > limits.header_timeout:
                 self._fail(
                     408,
                     f"the request head did not arrive within {limits.header_timeout:g} s "
                     "(header timeout)",
                 )
-            else:  # nothing was sent: nothing to answer
-                self._close()
         elif waited > limits.body_timeout:
             self._fail(
                 408,
@@ -455,7 +461,8 @@ class HttpProtocol(asyncio.Protocol):
             self._close()
             return
         transport.write_eof()  # the client reads the answer, then EOF; it closes, or we do
-        rest = max(0, self.declared - self.body_size)
+        length = self.headers.get("content-length", "")
+        rest = max(0, int(length) - self.body_size) if length.isdigit() else 0
         self.discard = LINGER_BYTES + min(rest, 8 * self.limits.max_body_bytes)
         self.since = self.server.now
 

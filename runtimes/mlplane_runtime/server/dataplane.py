@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any, Protocol
 
 import numpy as np
@@ -68,23 +67,22 @@ class DataPlane:
         return model
 
     # inference
-    def rows(self, inputs: Iterable[Array]) -> int:
-        """The rows of a request (its largest first dimension); 413 past `max_rows`."""
-        rows = max((array.shape[0] if array.ndim else 1 for array in inputs), default=0)
+    def check_rows(self, rows: int) -> None:
+        """413 when a request has more than `max_rows` rows."""
         if rows > self.max_rows:
             raise RequestError(
                 f"the request has {rows} rows; at most {self.max_rows} are allowed per "
                 "request (--max-rows): split the batch",
                 413,
             )
-        return rows
 
     def infer(
         self, model: OnnxModel, request: InferenceRequest
     ) -> tuple[dict[str, Any], list[tuple[str, str, Array, bool]]]:
         """V2 inference on a model from `ready_model`: the response header fields and the
         (name, datatype, array, binary) outputs to encode."""
-        self.rows(request.inputs.values())
+        if request.rows > self.max_rows:
+            self.check_rows(request.rows)
         for spec in model.inputs:
             if spec.name not in request.inputs:
                 raise RequestError(
@@ -121,7 +119,7 @@ class DataPlane:
         spec = model.inputs[0]
         if len(model.inputs) != 1:
             raise RequestError("the V1 protocol needs a model with a single input; use V2")
-        self.rows([instances])
+        self.check_rows(len(instances))
         _check_tensor(spec, spec.datatype, instances.astype(np.float32, copy=False))
         results = self._predict(model, {spec.name: instances})
         first = results[model.outputs[0].name]

@@ -63,7 +63,9 @@ class RestApp:
             response = error_response(exc.status, str(exc))
         if isinstance(response, Offload):
             return Offload(functools.partial(self._finish, protocol, started, response.run))
-        self._observe(protocol, started, response.status)
+        if protocol in self._latency:
+            self._latency[protocol].observe(time.perf_counter() - started)
+        self._count(protocol, response.status)
         return response
 
     def _finish(self, protocol: str, started: float, run: Callable[[], Response]) -> Response:
@@ -139,7 +141,8 @@ class RestApp:
         if len(request.body) > OFFLOAD_BODY_BYTES:
             return Offload(functools.partial(self._decode_and_infer, model, request.body, length))
         decoded = decode_v2(request.body, length)
-        if self.dataplane.rows(decoded.inputs.values()) > self.offload_rows:
+        if decoded.rows > self.offload_rows:
+            self.dataplane.check_rows(decoded.rows)
             return Offload(functools.partial(self._infer_decoded, model, decoded))
         return self._infer_decoded(model, decoded)
 
@@ -172,7 +175,8 @@ class RestApp:
             if len(request.body) > OFFLOAD_BODY_BYTES:
                 return Offload(functools.partial(self._decode_and_predict, model, request.body))
             instances = decode_v1(request.body)
-            if plane.rows([instances]) > self.offload_rows:
+            if len(instances) > self.offload_rows:
+                plane.check_rows(len(instances))
                 return Offload(functools.partial(self._predict, model, instances))
             return self._predict(model, instances)
         _method(request, "GET")
