@@ -79,7 +79,15 @@ class OperatorSettings(BaseSettings):
         default=5.0, gt=0, description="How often every object is reconciled without an event."
     )
     serving_port: int = Field(default=8080, ge=1, le=65535)
-    monitor_port: int = Field(default=8081, ge=1, le=65535)
+    monitor_port: int = Field(
+        default=8081, ge=1, le=65535, description="The monitor's /drift and /metrics."
+    )
+    monitor_samples_port: int = Field(
+        default=8082,
+        ge=1,
+        le=65535,
+        description="The monitor's POST /samples, on the pod's loopback only: never exposed.",
+    )
 
     @field_validator("watch_namespaces", "allowed_images", mode="before")
     @classmethod

@@ -21,6 +21,8 @@ STEP_STARTED = f"{labels.PREFIX}/canary-step-started"
 # On a Deployment whose replica count belongs to the HorizontalPodAutoscaler: the operator
 # has handed `spec.replicas` over and no longer applies it.
 REPLICAS_BY_HPA = f"{labels.PREFIX}/replicas-by-hpa"
+# mlplane-serve's drain (5 s) and grace (20 s) after SIGTERM fit in it.
+TERMINATION_GRACE_SECONDS = 30
 
 
 def deployment_name(isvc: InferenceService, version: int) -> str:
@@ -70,7 +72,7 @@ def build_deployment(
     ]
     if monitored and drift is not None:
         args += [
-            f"--monitor-url=http://127.0.0.1:{settings.monitor_port}",
+            f"--monitor-url=http://127.0.0.1:{settings.monitor_samples_port}",
             f"--sample-rate={drift.sample_rate}",
             f"--max-samples-per-second={drift.max_samples_per_second}",
         ]
@@ -101,6 +103,7 @@ def build_deployment(
                 f"--baseline-uri={baseline.uri}",
                 f"--baseline-sha256={baseline.sha256}",
                 f"--port={settings.monitor_port}",
+                f"--samples-port={settings.monitor_samples_port}",  # loopback only
                 f"--method={drift.method.value}",
                 f"--threshold={drift.threshold}",
                 f"--min-samples={drift.min_samples}",
@@ -109,7 +112,9 @@ def build_deployment(
             "ports": [{"name": "monitor", "containerPort": settings.monitor_port}],
             "volumeMounts": mounts,
             "securityContext": container_security_context(),
-            "readinessProbe": _probe("/metrics", settings.monitor_port, period=5),
+            # No probes: a pod is Ready only when every container is, so a readiness probe
+            # here would take serving out of the Service whenever drift monitoring falters,
+            # and a liveness restart would do the same while it restarts.
             "resources": {
                 "requests": {"cpu": "50m", "memory": "128Mi"},
                 "limits": {"memory": "512Mi"},
@@ -123,7 +128,7 @@ def build_deployment(
         "containers": containers,
         "volumes": volumes,
         "automountServiceAccountToken": False,
-        "terminationGracePeriodSeconds": 30,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
     }
     if spec.service_account_name:
         pod_spec["serviceAccountName"] = spec.service_account_name
@@ -160,6 +165,7 @@ def _probe(path: str, port: int, period: int, failures: int = 3) -> Manifest:
 
 def build_service(isvc: InferenceService, body: Manifest, settings: OperatorSettings) -> Manifest:
     ports = [{"name": "http", "port": settings.serving_port, "targetPort": "http"}]
+    # the monitor's read side (/drift, /metrics); its samples port is loopback, never here
     if drift_enabled(isvc):
         ports.append({"name": "monitor", "port": settings.monitor_port, "targetPort": "monitor"})
     return {
