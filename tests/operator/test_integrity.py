@@ -190,6 +190,7 @@ def test_a_run_whose_job_is_collected_at_once_by_its_ttl_still_registers(
         lambda: (
             not [j for j in batch.list_namespaced_job(ns).items if "verify" not in j.metadata.name]
         ),
+        timeout=120,
         what="the recorded run's Job to be collected",
     )
 
