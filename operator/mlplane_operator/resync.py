@@ -42,6 +42,7 @@ Key = tuple[str, str, str]  # (kind, namespace, name)
 PEERING_SECONDS = 5.0  # how long a look at the peering object is trusted
 MAX_BACKOFF = 300.0
 WORKERS = 8
+CACHE_SYNC_SECONDS = 30
 
 
 def active_peer(peering: dict[str, Any] | None, own_priority: int, now: datetime) -> bool:
@@ -125,8 +126,11 @@ class Controller:
 
     def start(self) -> None:
         kube.start_informers(self.settings.watch_namespaces, self.on_event)
-        if not kube.wait_for_caches(timeout=120):
-            log.warning("not every cache listed within 120 s; reading through meanwhile")
+        if not kube.wait_for_caches(timeout=CACHE_SYNC_SECONDS):
+            # A cache that cannot list (no watch right on a kind, say) reads through to
+            # the API server until it can: slower, never wrong.
+            log.warning("not every cache listed within %d s; reading through meanwhile",
+                        CACHE_SYNC_SECONDS)  # fmt: skip
         self.resync_all(spread=0.0)  # nothing is known to be done: everything, now
         for number in range(WORKERS):
             self._spawn(self._work, f"mlplane-worker-{number}")
