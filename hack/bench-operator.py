@@ -73,17 +73,26 @@ def main() -> None:
     with _namespaces(api, bare_ns, bench_ns):
         figures["bare client: N Jobs created"] = f"{_bare_jobs(api, bare_ns, args):.1f} s"
         bare = float(figures["bare client: N Jobs created"].split()[0])
-        with _operator(api, bench_ns) as operator:
+        with _operator(api, bench_ns) as (operator, metrics_port):
             idle = _request_rate(api, 20)
             figures["operator, no objects"] = f"{idle:.2f} req/s"
+            before = _operator_requests(metrics_port)
             took = _trainingjobs_to_jobs(api, bench_ns, args)
             figures["N TrainingJobs -> N Jobs"] = f"{took:.1f} s"
             figures["ratio to the bare client (goal <= 1.5)"] = f"{took / bare:.2f}"
+            figures["  operator requests per TrainingJob meanwhile"] = _per_object(
+                before, _operator_requests(metrics_port), args.trainingjobs
+            )
             took = _inferenceservices_to_deployments(api, bench_ns, args)
             figures["M InferenceServices -> M Deployments"] = f"{took:.1f} s"
-            time.sleep(10)  # let the last status writes land before the quiet minute
+            settled = _settle(api, args.timeout)
+            figures["until the operator settled (<= 1 req/s over 5 s)"] = f"{settled:.1f} s"
+            before = _operator_requests(metrics_port)
             rate = _request_rate(api, args.quiet)
             figures["operator at rest (goal <= 1)"] = f"{rate:.2f} req/s"
+            figures["  by verb and resource"] = _per_object(
+                before, _operator_requests(metrics_port), 1
+            )
             figures["operator RSS"] = f"{_rss_mb(operator.pid):.0f} MB"
             figures["operator CPU at rest"] = f"{_cpu_percent(operator.pid, 10):.1f} %"
             tj = _trainingjob_changes(api, bench_ns, args)
@@ -351,6 +360,37 @@ def _requests_total(api: client.ApiClient) -> float:
     return total
 
 
+def _settle(api: client.ApiClient, timeout: float) -> float:
+    """Seconds until the operator makes at most 1 request per second over 5 s."""
+    start = time.monotonic()
+    while _request_rate(api, 5) > 1 and time.monotonic() - start < timeout:
+        pass
+    return time.monotonic() - start
+
+
+def _operator_requests(port: int) -> dict[str, float]:
+    """The operator's own count of its requests (Kopf's not included), by verb/resource."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("mlplane_operator_api_requests_total{"):
+            labels = dict(
+                part.split("=", 1)
+                for part in line[line.index("{") + 1 : line.index("}")].split(",")
+            )
+            name = f"{labels['verb'].strip(chr(34))} {labels['resource'].strip(chr(34))}"
+            counts[name] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def _per_object(before: dict[str, float], after: dict[str, float], count: int) -> str:
+    deltas = {name: after[name] - before.get(name, 0) for name in after}
+    shown = sorted((d, n) for n, d in deltas.items() if d > 0)[::-1]
+    total = sum(d for d, _ in shown)
+    return f"{total / count:.2f}: " + ", ".join(f"{n} {d / count:.2f}" for d, n in shown[:8])
+
+
 def _get_metrics(api: client.ApiClient) -> str:
     host = api.configuration.host
     pool = api.rest_client.pool_manager
@@ -407,15 +447,17 @@ def _namespaces(api: client.ApiClient, *names: str) -> Iterator[None]:
 
 
 @contextmanager
-def _operator(api: client.ApiClient, namespace: str) -> Iterator[subprocess.Popen[bytes]]:
-    health = _free_port()
+def _operator(
+    api: client.ApiClient, namespace: str
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    health, metrics_port = _free_port(), _free_port()
     kubeconfig = _operator_identity(api, namespace)
     env = {
         **os.environ,
         "KUBECONFIG": str(kubeconfig),
         "MLPLANE_WATCH_NAMESPACES": namespace,
         "MLPLANE_RUNTIME_IMAGE": IMAGE,
-        "MLPLANE_METRICS_PORT": str(_free_port()),
+        "MLPLANE_METRICS_PORT": str(metrics_port),
         "MLPLANE_HEALTH_PORT": str(health),
         "MLPLANE_LOG_LEVEL": "WARNING",
     }
@@ -430,7 +472,7 @@ def _operator(api: client.ApiClient, namespace: str) -> Iterator[subprocess.Pope
         )
     try:
         _until(lambda: _healthy(health, process), 60, "the operator to become healthy")
-        yield process
+        yield process, metrics_port
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:

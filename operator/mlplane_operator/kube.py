@@ -22,6 +22,7 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from mlplane_operator import metrics
 from mlplane_operator.cache import Store, subset_equal
 
 FIELD_MANAGER = "mlplane-operator"
@@ -80,6 +81,7 @@ def _call(
     content_type: str = "application/json",
 ) -> Any:
     """One request through the client's auth and TLS settings; JSON in, JSON out."""
+    _count(method, path, query)
     api = api_client()
     _, url, headers, _, _ = api.param_serialize(
         method,
@@ -93,6 +95,20 @@ def _call(
     if not 200 <= response.status < 300:
         raise ApiException(http_resp=response)
     return json.loads(data) if data else None
+
+
+def _count(method: str, path: str, query: list[tuple[str, str]] | None) -> None:
+    """Count a request by verb (GET of a collection is list, or watch) and resource."""
+    segments = path.strip("/").split("/")
+    if "namespaces" in segments and len(segments) > segments.index("namespaces") + 2:
+        index = segments.index("namespaces") + 2
+    else:
+        index = 3 if segments[0] == "apis" else 2
+    resource = "/".join(segments[index : index + 1] + segments[index + 2 : index + 3])
+    verb = method.lower()
+    if method == "GET" and len(segments) == index + 1:
+        verb = "watch" if ("watch", "true") in (query or []) else "list"
+    metrics.API_REQUESTS.labels(verb=verb, resource=resource or path).inc()
 
 
 def get(kind: str, namespace: str, name: str) -> Manifest | None:
@@ -460,6 +476,7 @@ class Gone(RuntimeError):
 
 def _stream(path: str, query: list[tuple[str, str]], read_timeout: float) -> Iterator[Manifest]:
     """The events of one watch request, decoded, until the server ends it."""
+    _count("GET", path, query)
     api = api_client()
     _, url, headers, _, _ = api.param_serialize(
         "GET",
