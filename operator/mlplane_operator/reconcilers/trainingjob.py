@@ -9,6 +9,7 @@ names are deterministic and a run's version is found again by its label.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 SCHEDULE_TIME = f"{labels.PREFIX}/schedule-time"
 RESUMED = f"{labels.PREFIX}/resumed"  # on a training Job created again for a lost run
 MAX_REGISTRATION_ATTEMPTS = 20
+CLAIM_SEEN_SECONDS = 60.0  # a claim deleted by a person is created again after this
+_claims_seen: dict[tuple[str, str], float] = {}  # (namespace, claim) -> when it existed
 RECORDED = (policy.SUCCEEDED, policy.FAILED, RunOutcome.CANCELLED.value)  # final outcomes
 
 
@@ -273,8 +276,12 @@ def _ensure_default_storage(tj: TrainingJob, settings: OperatorSettings) -> None
         return
     if default_claims[0] not in claims_of(storage_uri(tj, settings)):
         return
+    key = (tj.namespace, default_claims[0])
+    if time.monotonic() - _claims_seen.get(key, -CLAIM_SEEN_SECONDS) < CLAIM_SEEN_SECONDS:
+        return  # seen a moment ago: not one GET per run when a thousand runs start
     if kube.get("PersistentVolumeClaim", tj.namespace, default_claims[0]) is None:
         kube.create(build_storage_claim(default_claims[0], tj.namespace, settings))
+    _claims_seen[key] = time.monotonic()
 
 
 def _record(
