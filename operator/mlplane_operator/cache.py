@@ -110,6 +110,10 @@ class Store:
             return stored
 
     def _put(self, obj: Manifest) -> None:
+        if "managedFields" in obj["metadata"]:
+            # Nobody reads them from the cache, and they are often half of an object.
+            metadata = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
+            obj = {**obj, "metadata": metadata}
         namespace, name = key = _key(obj)
         self._objects[key] = obj
         self._by_namespace[namespace].add(name)

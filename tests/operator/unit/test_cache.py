@@ -45,6 +45,15 @@ def test_store_keeps_the_newer_version_over_a_late_watch_event() -> None:
     assert store.upsert(obj("a", "8"))
 
 
+def test_store_keeps_no_managed_fields() -> None:
+    store = Store()
+    job = obj("a")
+    job["metadata"]["managedFields"] = [{"manager": "kubectl"}]
+    store.upsert(job)
+    assert "managedFields" not in store.get("ns", "a")["metadata"]  # type: ignore[index]
+    assert job["metadata"]["managedFields"]  # the caller's object is left alone
+
+
 def test_resource_versions_that_are_not_integers_are_taken_as_they_come() -> None:
     assert newer(obj("a", "x"), obj("a", "9"))
     assert newer(obj("a", "10"), obj("a", "9"))  # compared as numbers, not as text
