@@ -23,7 +23,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from mlplane_operator import metrics
-from mlplane_operator.cache import Store, subset_equal
+from mlplane_operator.cache import Store, subset_equal, watched
 
 FIELD_MANAGER = "mlplane-operator"
 GROUP, VERSION = "mlplane.io", "v1alpha1"
@@ -565,8 +565,18 @@ def cached_get(kind: str, namespace: str, name: str) -> Manifest | None:
 
 
 def cached_all(kind: str) -> list[Manifest]:
-    """Every cached object of a kind (in the watched namespaces)."""
-    return [obj for informer in _informers.get(kind, ()) for obj in informer.store.all()]
+    """Every object of a kind in the watched namespaces: from the caches, or from the
+    API server while one of them has not listed yet."""
+    informers = _informers.get(kind, [])
+    if informers and all(informer.synced.is_set() for informer in informers):
+        return [obj for informer in informers for obj in informer.store.all()]
+    found: list[Manifest] = []
+    for informer in informers:
+        objects = list_all(kind) if informer.namespace is None else list_(kind, informer.namespace)
+        found += [
+            o for o in objects if watched(o["metadata"]["namespace"], informer.store.patterns)
+        ]
+    return found
 
 
 def caches_running() -> bool:
