@@ -83,10 +83,18 @@ def main() -> None:
             figures["  operator requests per TrainingJob meanwhile"] = _per_object(
                 before, _operator_requests(metrics_port), args.trainingjobs
             )
+            before = _operator_requests(metrics_port)
             took = _inferenceservices_to_deployments(api, bench_ns, args)
             figures["M InferenceServices -> M Deployments"] = f"{took:.1f} s"
+            figures["  operator requests per InferenceService meanwhile"] = _per_object(
+                before, _operator_requests(metrics_port), args.inferenceservices
+            )
+            before = _operator_requests(metrics_port)
             settled = _settle(api, args.timeout)
             figures["until the operator settled (<= 1 req/s over 5 s)"] = f"{settled:.1f} s"
+            figures["  operator requests per object meanwhile"] = _per_object(
+                before, _operator_requests(metrics_port), args.trainingjobs + args.inferenceservices
+            )
             before = _operator_requests(metrics_port)
             rate = _request_rate(api, args.quiet)
             figures["operator at rest (goal <= 1)"] = f"{rate:.2f} req/s"

@@ -43,8 +43,11 @@ def newer(candidate: Manifest, stored: Manifest | None) -> bool:
 def subset_equal(wanted: Any, live: Any) -> bool:
     """Whether every field of `wanted` has the same value in `live` (what the API server
     added, defaults and other managers' fields, is ignored). Lists must have the same
-    length and match element by element. Used to skip a server-side apply that would
+    length and match element by element; an empty map or list matches a missing one,
+    as the API server keeps none. Used to skip a server-side apply that would
     change nothing; when in doubt it says False, and the apply is sent."""
+    if wanted in ({}, []) and live is None:
+        return True  # the API server stores no empty map or list: nothing to apply
     if isinstance(wanted, dict):
         return isinstance(live, dict) and all(
             subset_equal(value, live.get(key)) for key, value in wanted.items()

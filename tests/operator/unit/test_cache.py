@@ -99,6 +99,7 @@ def test_subset_equal_ignores_what_the_server_added() -> None:
     assert not subset_equal({"spec": {"template": {"containers": []}}}, live)  # lengths
     assert not subset_equal({"spec": {"replicas": True}}, {"spec": {"replicas": 1}})
     assert not subset_equal({"metadata": {"labels": {"a": "b"}}}, {"metadata": {}})
+    assert subset_equal({"metadata": {"annotations": {}}}, {"metadata": {}})  # never stored
 
 
 def test_queue_hands_out_keys_at_their_due_time_earliest_request_wins() -> None:
