@@ -16,6 +16,7 @@ import fnmatch
 import heapq
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 Manifest = dict[str, Any]
@@ -67,8 +68,14 @@ class Store:
     Thread-safe; readers get the stored dicts, which nobody mutates (a new version
     replaces the dict), and copy what they change."""
 
-    def __init__(self, namespaces: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        namespaces: list[str] | None = None,
+        trim: Callable[[Manifest], Manifest] | None = None,
+    ) -> None:
+        """`trim`: what of an object to keep (the parts the reconcilers read from it)."""
         self.patterns = namespaces or []
+        self.trim = trim
         self._lock = threading.Lock()
         self._objects: dict[Key, Manifest] = {}
         self._by_namespace: defaultdict[str, set[str]] = defaultdict(set)
@@ -117,6 +124,8 @@ class Store:
             # Nobody reads them from the cache, and they are often half of an object.
             metadata = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
             obj = {**obj, "metadata": metadata}
+        if self.trim is not None:
+            obj = self.trim(obj)
         namespace, name = key = _key(obj)
         self._objects[key] = obj
         self._by_namespace[namespace].add(name)
@@ -162,6 +171,19 @@ class Store:
     def __len__(self) -> int:
         with self._lock:
             return len(self._objects)
+
+
+def without_pod_spec(pod: Manifest) -> Manifest:
+    """A Pod as the cached reads use it: metadata and status (phase, conditions, pod IP,
+    container states). What needs its spec (the OOM-killed container's memory limit)
+    reads the pod from the API server."""
+    return {key: value for key, value in pod.items() if key != "spec"}
+
+
+def without_job_template(job: Manifest) -> Manifest:
+    """A Job as the cached reads use it: all but its pod template (the largest part)."""
+    spec = {key: value for key, value in (job.get("spec") or {}).items() if key != "template"}
+    return {**job, "spec": spec}
 
 
 def _key(obj: Manifest) -> Key:

@@ -23,7 +23,13 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from mlplane_operator import metrics
-from mlplane_operator.cache import Store, subset_equal, watched
+from mlplane_operator.cache import (
+    Store,
+    subset_equal,
+    watched,
+    without_job_template,
+    without_pod_spec,
+)
 
 FIELD_MANAGER = "mlplane-operator"
 GROUP, VERSION = "mlplane.io", "v1alpha1"
@@ -363,6 +369,13 @@ CACHED: dict[str, str | None] = {
     "EndpointSlice": "mlplane.io/inferenceservice",  # the Service's labels, mirrored
     "HorizontalPodAutoscaler": "mlplane.io/inferenceservice",
 }
+# What of an object the caches keep (at 5,000 runs, pod specs and Job templates were
+# most of the operator's memory). Deployments and Services stay whole: apply_if_changed
+# compares them with what the operator would apply.
+TRIM: dict[str, Callable[[Manifest], Manifest]] = {
+    "Pod": without_pod_spec,
+    "Job": without_job_template,
+}
 WATCH_SECONDS = 300  # the API server ends a watch after this; it is started again
 LIST_PAGE = 500
 Listener = Callable[[str, str, Manifest], None]  # (kind, event type, object)
@@ -380,7 +393,7 @@ class Informer(threading.Thread):
     ) -> None:
         super().__init__(name=f"informer-{kind}-{namespace or 'all'}", daemon=True)
         self.kind, self.namespace, self.listener = kind, namespace, listener
-        self.store = Store(patterns)
+        self.store = Store(patterns, TRIM.get(kind))
         self.synced = threading.Event()
         self.stopping = threading.Event()
 

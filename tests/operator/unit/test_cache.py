@@ -6,7 +6,15 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from mlplane_operator.cache import DueQueue, Store, newer, subset_equal, watched
+from mlplane_operator.cache import (
+    DueQueue,
+    Store,
+    newer,
+    subset_equal,
+    watched,
+    without_job_template,
+    without_pod_spec,
+)
 from mlplane_operator.policies.due import seconds_until_due
 from mlplane_operator.resync import backoff_seconds, owners
 
@@ -52,6 +60,16 @@ def test_store_keeps_no_managed_fields() -> None:
     store.upsert(job)
     assert "managedFields" not in store.get("ns", "a")["metadata"]  # type: ignore[index]
     assert job["metadata"]["managedFields"]  # the caller's object is left alone
+
+
+def test_a_store_keeps_what_its_trim_keeps() -> None:
+    store = Store(trim=without_job_template)
+    job = obj("a")
+    job["spec"] = {"suspend": True, "template": {"spec": {"containers": []}}}
+    store.upsert(job)
+    assert store.get("ns", "a")["spec"] == {"suspend": True}  # type: ignore[index]
+    assert "template" in job["spec"]
+    assert "spec" not in without_pod_spec({"metadata": {}, "spec": {}, "status": {}})
 
 
 def test_resource_versions_that_are_not_integers_are_taken_as_they_come() -> None:
