@@ -256,17 +256,17 @@ def ensure_forwarding() -> None:
 
 
 def remove_node_network() -> None:
-    """Undo what the node left in the host's iptables: kube-proxy's rules, the CNI
-    plugins' and the pods' isolation rule."""
+    """Undo what the node left in the host's iptables: kube-proxy's and the kubelet's
+    chains (KUBE-*), the CNI plugins' (CNI-*) and the pods' isolation rule."""
     if (BIN / "kube-proxy").exists():
         subprocess.run([str(BIN / "kube-proxy"), "--cleanup"], capture_output=True, check=False)
     for table in ("nat", "filter", "mangle"):
         rules = subprocess.run(
             ["iptables-save", "-t", table], capture_output=True, text=True, check=False
         ).stdout
-        if "CNI-" not in rules:
+        if "CNI-" not in rules and "KUBE-" not in rules:
             continue
-        kept = [line for line in rules.splitlines() if "CNI-" not in line]
+        kept = [line for line in rules.splitlines() if "CNI-" not in line and "KUBE-" not in line]
         subprocess.run(["iptables-restore", "-T", table], input="\n".join(kept) + "\n",
                        text=True, capture_output=True, check=False)  # fmt: skip
     while not subprocess.run(["iptables", "-D", *ISOLATION_RULE], capture_output=True).returncode:

@@ -6,12 +6,13 @@ httptools transport: the benchmark's measurement of the HTTP stack, not product 
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from typing import Any
 
 import uvicorn
 
-from mlplane_runtime.httpserver import Request
+from mlplane_runtime.httpserver import Offload, Request
 from mlplane_runtime.server.dataplane import DataPlane
 from mlplane_runtime.server.model import OnnxModel
 from mlplane_runtime.server.rest import RestApp
@@ -38,6 +39,8 @@ class Asgi:
         response = self.app(
             Request(scope["method"], scope["path"], query, headers, b"".join(chunks))
         )
+        if isinstance(response, Offload):  # a heavy request: off the loop, as mlplane-serve
+            response = await asyncio.get_running_loop().run_in_executor(None, response.run)
         await send(
             {
                 "type": "http.response.start",

@@ -265,7 +265,7 @@ def main() -> int:
     print("raw ONNX Runtime (in process, 1 row)", flush=True)
     results["onnxruntime in-process"] = raw_onnxruntime(run_dir / "model.onnx", 3)
 
-    port, monitor_port = free_port(), free_port()
+    port, monitor_port, samples_port = free_port(), free_port(), free_port()
     serve = [
         str(BIN / "mlplane-serve"),
         "--model-uri",
@@ -276,6 +276,7 @@ def main() -> int:
         result["artifact"]["sha256"],
         "--host",
         "127.0.0.1",
+        "--drain-seconds=0",
         "--port",
         str(port),
     ]
@@ -319,11 +320,13 @@ def main() -> int:
             "127.0.0.1",
             "--port",
             str(monitor_port),
+            "--samples-port",
+            str(samples_port),
         ],
         f"http://127.0.0.1:{monitor_port}/healthz",
         "monitor",
     )
-    to_monitor = ["--monitor-url", f"http://127.0.0.1:{monitor_port}"]
+    to_monitor = ["--monitor-url", f"http://127.0.0.1:{samples_port}"]
     server = run_process([*serve, *to_monitor], ready, "mlplane-monitored")
     measure("mlplane+monitor", url, args.seconds, results)
     stop(server)

@@ -185,6 +185,25 @@ def apply(manifest: Manifest) -> Manifest:
     return applied
 
 
+def hand_replicas_to_hpa(namespace: str, name: str, replicas: int) -> None:
+    """Give a Deployment's `spec.replicas` to the HorizontalPodAutoscaler without a
+    reset: a second field manager co-owns the current count, so that the operator's next
+    apply, which leaves the field out, does not drop it to the default of 1 (the
+    handover Kubernetes documents for server-side apply and HPAs)."""
+    _call(
+        "PATCH",
+        RESOURCES["Deployment"].path(namespace, name),
+        body={
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"replicas": replicas},
+        },
+        content_type="application/apply-patch+yaml",
+        query=[("fieldManager", f"{FIELD_MANAGER}-hpa-handover"), ("force", "true")],
+    )
+
+
 def create(manifest: Manifest) -> Manifest | None:
     """Create; None when an object of that name already exists (the caller decides);
     raises Rejected when the API server refuses the object."""

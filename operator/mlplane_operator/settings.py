@@ -43,6 +43,12 @@ class OperatorSettings(BaseSettings):
         description="Create the default storage PVC in a namespace the first time it is needed.",
     )
     storage_pvc_size: str = Field(default="1Gi", description="Size of a PVC the operator creates.")
+    storage_pvc_access_mode: Literal["ReadWriteOnce", "ReadWriteMany"] = Field(
+        default="ReadWriteOnce",
+        description="Access mode of a PVC the operator creates. Trainer, verifier and server "
+        "pods all mount it: ReadWriteOnce holds them to the node the volume is attached to, "
+        "so a multi-node cluster wants ReadWriteMany (NFS, EFS, Filestore, CephFS) or S3.",
+    )
     storage_class: str | None = Field(
         default=None,
         description="StorageClass of a PVC the operator creates (default class if unset).",
@@ -82,7 +88,15 @@ class OperatorSettings(BaseSettings):
         "detection) is reconciled.",
     )
     serving_port: int = Field(default=8080, ge=1, le=65535)
-    monitor_port: int = Field(default=8081, ge=1, le=65535)
+    monitor_port: int = Field(
+        default=8081, ge=1, le=65535, description="The monitor's /drift and /metrics."
+    )
+    monitor_samples_port: int = Field(
+        default=8082,
+        ge=1,
+        le=65535,
+        description="The monitor's POST /samples, on the pod's loopback only: never exposed.",
+    )
 
     @field_validator("watch_namespaces", "allowed_images", mode="before")
     @classmethod

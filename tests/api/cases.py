@@ -415,6 +415,11 @@ _INVALID: dict[str, tuple[Manifest, str]] = {
         "spec.autoscaling", ("spec.replicas", 2), ("spec.autoscaling", {"maxReplicas": 3})
     ),
     "isvc-replicas-negative": _isvc("spec.replicas", ("spec.replicas", -1)),
+    "isvc-autoscaling-without-cpu-request": _isvc(
+        "spec.resources",
+        ("spec.autoscaling", {"maxReplicas": 3}),
+        ("spec.resources", {"requests": {"memory": "256Mi"}}),
+    ),
     "isvc-progress-deadline-zero": _isvc(
         "spec.rollout.progressDeadlineSeconds", ("spec.rollout.progressDeadlineSeconds", 0)
     ),

@@ -38,6 +38,10 @@ OPTIONS: dict[str, dict[str, str]] = {
     "service-monitors": {"metrics.serviceMonitor.enabled": "true", "serviceMonitors": "true"},
     "argocd-health": {"argocd.healthChecks.enabled": "true"},
     "grafana-dashboard": {"grafanaDashboard.enabled": "true"},
+    "multi-node-storage": {
+        "storage.pvc.accessMode": "ReadWriteMany",
+        "storage.pvc.storageClass": "nfs",
+    },
     "images-by-digest": {
         "image.repository": "registry.example.com/mlplane/operator",
         "image.digest": "sha256:" + "a" * 64,
@@ -61,6 +65,15 @@ def env_of(manifests: list[Manifest]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def rendered(helm_bin: str) -> dict[str, list[Manifest]]:
     return {name: render(values) for name, values in OPTIONS.items()}
+
+
+def test_multi_node_storage_asks_for_a_read_write_many_claim(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    env = env_of(rendered["multi-node-storage"])
+    assert env["MLPLANE_STORAGE_PVC_ACCESS_MODE"] == "ReadWriteMany"
+    assert env["MLPLANE_STORAGE_CLASS"] == "nfs"
+    assert env_of(rendered["default"])["MLPLANE_STORAGE_PVC_ACCESS_MODE"] == "ReadWriteOnce"
 
 
 def test_images_by_digest_win_over_tags(rendered: dict[str, list[Manifest]]) -> None:

@@ -46,6 +46,15 @@ def inference_service(name: str, model: str, **spec: Any) -> Manifest:
     }
 
 
+def succeeded(tj: Manifest) -> bool:
+    """A TrainingJob whose last run succeeded (Scheduled: and waits for its next tick)."""
+    return (tj.get("status") or {}).get("phase") in ("Succeeded", "Scheduled")
+
+
+def failed(tj: Manifest) -> bool:
+    return (tj.get("status") or {}).get("phase") == "Failed"
+
+
 def read(api: client.ApiClient, namespace: str, plural: str, name: str) -> Manifest | None:
     try:
         found: Manifest = client.CustomObjectsApi(api).get_namespaced_custom_object(

@@ -15,9 +15,11 @@ from tests.operator.conftest import OperatorProcess
 from tests.operator.helpers import (
     apply,
     condition,
+    failed,
     inference_service,
     model_versions,
     read,
+    succeeded,
     training_job,
     wait_for,
 )
@@ -25,16 +27,12 @@ from tests.operator.helpers import (
 Manifest = dict[str, Any]
 
 
-def _succeeded(tj: Manifest) -> bool:
-    return (tj.get("status") or {}).get("phase") in ("Succeeded", "Scheduled")
-
-
 def _verified(mv: Manifest) -> bool:
     return (mv.get("status") or {}).get("verified") is True
 
 
 def _last_version(version: int) -> Any:
-    return lambda tj: _succeeded(tj) and tj["status"].get("lastVersion") == version
+    return lambda tj: succeeded(tj) and tj["status"].get("lastVersion") == version
 
 
 def _warnings(api: client.ApiClient, namespace: str, name: str, reason: str) -> list[Any]:
@@ -155,7 +153,7 @@ def test_two_active_replicas_register_each_run_once_and_leave_exactly_one_produc
         names = ("a", "b", "c")
         apply(ns, *(training_job(name, "shared", registration=policy) for name in names))
         for name in names:
-            tj = wait_for(kube_api, ns, "trainingjobs", name, _succeeded, f"{name} to succeed")
+            tj = wait_for(kube_api, ns, "trainingjobs", name, succeeded, f"{name} to succeed")
             assert len(tj["status"]["runs"]) == 1
             assert (
                 tj["status"]["runs"][0]["message"]
@@ -224,10 +222,6 @@ def test_a_run_whose_job_is_deleted_while_the_operator_is_down_is_resumed_and_re
     assert [mv["metadata"]["name"] for mv in model_versions(kube_api, ns, "iris")] == ["iris-v1"]
 
 
-def _failed(tj: Manifest) -> bool:
-    return (tj.get("status") or {}).get("phase") == "Failed"
-
-
 def test_a_metric_that_is_not_a_number_fails_the_run_once_naming_the_fix(
     kube_api: client.ApiClient, op_namespace: str
 ) -> None:
@@ -241,7 +235,7 @@ def test_a_metric_that_is_not_a_number_fails_the_run_once_naming_the_fix(
         runPolicy={"backoffLimit": 2},
     )
     apply(ns, one_test_row)
-    tj = wait_for(kube_api, ns, "trainingjobs", "tiny", _failed, "the run to fail")
+    tj = wait_for(kube_api, ns, "trainingjobs", "tiny", failed, "the run to fail")
     stalled = condition(tj, "Stalled")
     assert stalled["status"] == "True"
     assert "metric 'r2' is nan" in stalled["message"]
@@ -259,7 +253,7 @@ def test_a_job_the_api_server_rejects_stalls_the_training_job_once_naming_the_fi
     ns = op_namespace
     # The TrainingJob schema takes any string map; a Pod's nodeSelector keys are labels.
     apply(ns, training_job("bad", "bad", nodeSelector={"not a label key": "x"}))
-    tj = wait_for(kube_api, ns, "trainingjobs", "bad", _failed, "the run to fail", timeout=60)
+    tj = wait_for(kube_api, ns, "trainingjobs", "bad", failed, "the run to fail", timeout=60)
     stalled = condition(tj, "Stalled")
     assert stalled["status"] == "True"
     assert "the API server rejected its Job" in stalled["message"]

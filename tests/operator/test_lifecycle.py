@@ -10,21 +10,19 @@ from tests.operator.conftest import OperatorProcess
 from tests.operator.helpers import (
     apply,
     condition,
+    failed,
     infer,
     inference_service,
     model_versions,
     read,
     serving_pods,
+    succeeded,
     training_job,
     wait_for,
     wait_serving,
 )
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
-
-
-def _succeeded(tj: dict) -> bool:
-    return (tj.get("status") or {}).get("phase") in ("Succeeded", "Scheduled")
 
 
 def _verified(mv: dict) -> bool:
@@ -44,7 +42,7 @@ def test_a_training_job_registers_a_verified_version_with_lineage_that_gets_serv
         ),
         inference_service("iris", "iris"),
     )
-    tj = wait_for(kube_api, ns, "trainingjobs", "iris", _succeeded, "the run to succeed")
+    tj = wait_for(kube_api, ns, "trainingjobs", "iris", succeeded, "the run to succeed")
     assert tj["status"]["lastVersion"] == 1
     assert tj["status"]["runs"][-1]["outcome"] == "Succeeded"
     assert condition(tj, "Ready")["status"] == "True"
@@ -96,7 +94,7 @@ def test_a_failing_run_reports_the_trainer_message_and_is_not_retried(
         ns,
         "trainingjobs",
         "bad",
-        lambda t: (t.get("status") or {}).get("phase") == "Failed",
+        failed,
         "the run to fail",
     )
     stalled = condition(tj, "Stalled")
@@ -120,7 +118,7 @@ def test_two_training_jobs_of_one_model_finishing_together_get_distinct_versions
     ns = op_namespace
     apply(ns, training_job("first", "shared"), training_job("second", "shared"))
     for name in ("first", "second"):
-        wait_for(kube_api, ns, "trainingjobs", name, _succeeded, f"{name} to succeed")
+        wait_for(kube_api, ns, "trainingjobs", name, succeeded, f"{name} to succeed")
     versions = model_versions(kube_api, ns, "shared")
     assert sorted(mv["spec"]["version"] for mv in versions) == [1, 2]
     assert {mv["spec"]["lineage"]["trainingJob"] for mv in versions} == {"first", "second"}
@@ -198,8 +196,12 @@ def test_auto_promote_archives_the_previous_production_and_serving_follows(
         ns,
         "modelversions",
         "iris-v1",
-        lambda m: m["spec"]["stage"] == "Archived",
-        "v1 to be archived",
+        # The stage is patched first; the status records it on the next write.
+        lambda m: (
+            m["spec"]["stage"] == "Archived"
+            and (m.get("status") or {}).get("stageHistory", [{}])[-1].get("stage") == "Archived"
+        ),
+        "v1 to be archived, and its status to say so",
     )
     assert v1["status"]["stageHistory"][-1]["stage"] == "Archived"
     production = [
@@ -242,7 +244,7 @@ def test_a_restarted_operator_creates_no_duplicate_jobs_or_versions(
     operator.kill()
     operator.start()
     wait_for(
-        kube_api, ns, "trainingjobs", "iris", _succeeded, "the run to succeed after the restart"
+        kube_api, ns, "trainingjobs", "iris", succeeded, "the run to succeed after the restart"
     )
     operator.kill()  # and once more, after the version exists
     operator.start()

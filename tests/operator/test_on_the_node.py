@@ -20,6 +20,7 @@ from tests.kube import eventually, image, kubectl
 from tests.operator.helpers import (
     apply,
     condition,
+    failed,
     inference_service,
     serving_pods,
     training_job,
@@ -52,10 +53,6 @@ def infer_through(address: str, model: str) -> tuple[int, dict[str, Any]]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, {}
-
-
-def _succeeded(tj: dict[str, Any]) -> bool:
-    return (tj.get("status") or {}).get("phase") in ("Succeeded", "Scheduled")
 
 
 @pytest.fixture
@@ -145,7 +142,7 @@ def test_a_trainer_over_its_memory_limit_is_reported_oom_killed_with_the_limit(
         ns,
         "trainingjobs",
         "hungry",
-        lambda t: (t.get("status") or {}).get("phase") == "Failed",
+        failed,
         "the run to fail",
     )
     message = tj["status"]["runs"][-1]["message"]
@@ -266,3 +263,68 @@ def test_an_autoscaled_inference_service_scales_up_under_load_and_back_down(
                what="one serving pod again")  # fmt: skip
     isvc = wait_serving(kube_api, ns, "iris")
     assert condition(isvc, "Ready")["status"] == "True"
+
+
+def test_autoscaled_rollouts_start_at_the_current_capacity_and_never_drop_it(
+    kube_api: client.ApiClient, op_namespace: str
+) -> None:
+    """With an HPA, a new version starts at the capacity the HPA keeps (not at one pod),
+    the canary grows to full capacity before it takes over, and the replica count is
+    handed to the HPA without a reset to one."""
+    ns = op_namespace
+    scaling = {"minReplicas": 2, "maxReplicas": 4, "targetCPUUtilizationPercentage": 80}
+    resources = {"requests": {"cpu": "100m"}}
+    canary = {"strategy": "Canary", "canary": {"steps": [50], "stepSeconds": 2}}
+    services = {"canary": canary, "rolling": {"strategy": "RollingUpdate"}}
+    apply(
+        ns,
+        training_job("iris", "iris", registration={"stage": "Production"}),
+        *(
+            inference_service(name, "iris", autoscaling=scaling, resources=resources, rollout=r)
+            for name, r in services.items()
+        ),
+    )
+    for name in services:
+        wait_serving(kube_api, ns, name, 1)
+        eventually(lambda n=name: len(serving_pods(kube_api, ns, n, 1)) == 2, timeout=120,
+                   what=f"{name}: two v1 pods")  # fmt: skip
+
+    lowest = dict.fromkeys(services, 2)
+    stop = threading.Event()
+
+    def watch_capacity() -> None:
+        while not stop.is_set():
+            for name in services:
+                lowest[name] = min(lowest[name], len(serving_pods(kube_api, ns, name)))
+            time.sleep(0.3)
+
+    sampler = threading.Thread(target=watch_capacity, daemon=True)
+    sampler.start()
+    try:
+        apply(
+            ns,
+            training_job(
+                "iris",
+                "iris",
+                registration={"stage": "Production"},
+                estimator={"class": "DecisionTreeClassifier", "params": {"max_depth": 3}},
+            ),
+        )
+        for name in services:
+            wait_serving(kube_api, ns, name, 2, timeout=300)
+            eventually(lambda n=name: len(serving_pods(kube_api, ns, n, 2)) == 2, timeout=120,
+                       what=f"{name}: two v2 pods")  # fmt: skip
+    finally:
+        stop.set()
+        sampler.join(timeout=10)
+    assert lowest == dict.fromkeys(services, 2), lowest  # never below the HPA's capacity
+
+    apps, autoscaling = client.AppsV1Api(kube_api), client.AutoscalingV2Api(kube_api)
+    time.sleep(10)  # a few more passes: the count must not be reset after the handover
+    for name in services:
+        hpa = autoscaling.read_namespaced_horizontal_pod_autoscaler(name, ns)
+        assert hpa.spec.scale_target_ref.name == f"{name}-v2"
+        deployment = apps.read_namespaced_deployment(f"{name}-v2", ns)
+        assert deployment.spec.replicas == 2
+        assert deployment.metadata.annotations["mlplane.io/replicas-by-hpa"] == "true"
+        assert len(serving_pods(kube_api, ns, name, 2)) == 2

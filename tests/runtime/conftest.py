@@ -145,6 +145,7 @@ def serve_args(model: TrainedModel, port: int, *extra: str) -> list[str]:
         "127.0.0.1",
         "--port",
         str(port),
+        "--drain-seconds=0",  # tests that drain ask for it in `extra`
         *extra,
     ]
 

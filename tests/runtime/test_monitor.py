@@ -3,15 +3,20 @@ are; the server hands samples to the monitor without ever blocking a request."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.datasets import load_iris
 
 from mlplane_runtime.httpserver import HEADER_LENGTH, Request
@@ -21,6 +26,7 @@ from mlplane_runtime.server import metrics
 from mlplane_runtime.server.sampler import Sampler, encode_samples
 from tests.runtime.conftest import (
     BIN,
+    Process,
     TrainedModel,
     free_port,
     get_json,
@@ -81,72 +87,108 @@ def test_no_verdict_before_min_samples_and_window_slides(profile: dict[str, Any]
         detector.add(np.zeros((1, 3)), None)
 
 
-def test_monitor_process_reports_drift_on_http(iris_model: TrainedModel, tmp_path: Path) -> None:
-    port = free_port()
-    monitor = start(
+@dataclass
+class Monitor:
+    process: Process
+    samples_url: str  # the loopback listener, where the pod's own server sends samples
+
+    @property
+    def url(self) -> str:  # the pod's address: /drift, /metrics, /healthz
+        return self.process.url
+
+
+def start_monitor(model: TrainedModel, tmp_path: Path, *extra: str) -> Monitor:
+    port, samples_port = free_port(), free_port()
+    process = start(
         [
             str(BIN / "mlplane-monitor"),
             "--baseline-uri",
-            str(iris_model.run_dir / "profile.json"),
+            str(model.run_dir / "profile.json"),
             "--baseline-sha256",
-            iris_model.result["baseline"]["sha256"],
+            model.result["baseline"]["sha256"],
             "--host",
             "127.0.0.1",
             "--port",
             str(port),
-            "--min-samples",
-            "50",
-            "--window",
-            "300",
+            "--samples-port",
+            str(samples_port),
+            *extra,
         ],
         tmp_path / "monitor.log",
         "/healthz",
         port,
     )
+    return Monitor(process, f"http://127.0.0.1:{samples_port}/samples")
+
+
+def test_monitor_process_reports_drift_on_http(iris_model: TrainedModel, tmp_path: Path) -> None:
+    monitor = start_monitor(iris_model, tmp_path, "--min-samples", "50", "--window", "300")
     try:
         rows = window_from_training(3, 300)
         body = json.dumps({"inputs": rows.tolist(), "predictions": [0] * 300}).encode()
-        assert http("POST", monitor.url + "/samples", body)[0] == 200
+        assert http("POST", monitor.samples_url, body)[0] == 200
         assert get_json(monitor.url + "/drift")[1]["detected"] is False
         rows[:, 3] += 3
         body = json.dumps({"inputs": rows.tolist()}).encode()
-        assert http("POST", monitor.url + "/samples", body)[0] == 200
+        assert http("POST", monitor.samples_url, body)[0] == 200
         status, drift = get_json(monitor.url + "/drift")
         assert (status, drift["detected"], drift["method"]) == (200, True, "psi")
         assert drift["features"]["petal width (cm)"] > 0.2
         metrics = http("GET", monitor.url + "/metrics")[1].decode()
         assert "mlplane_drift_detected 1.0" in metrics
         assert 'mlplane_feature_drift{feature="petal width (cm)"}' in metrics
-        assert http("POST", monitor.url + "/samples", b'{"inputs": [[1, 2]]}')[0] == 400
+        assert http("POST", monitor.samples_url, b'{"inputs": [[1, 2]]}')[0] == 400
     finally:
-        assert stop(monitor) == 0
+        assert stop(monitor.process) == 0
 
 
-def test_server_samples_reach_the_monitor(iris_model: TrainedModel, tmp_path: Path) -> None:
-    monitor_port, server_port = free_port(), free_port()
-    monitor = start(
-        [
-            str(BIN / "mlplane-monitor"),
-            "--baseline-uri",
-            str(iris_model.run_dir / "profile.json"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(monitor_port),
-            "--min-samples",
-            "20",
-        ],
-        tmp_path / "monitor.log",
-        "/healthz",
-        monitor_port,
-    )
+def listening_addresses(pid: int) -> set[tuple[str, int]]:
+    """The TCP (IPv4) addresses a process listens on, from /proc."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    addresses = set()
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
+            host, port = fields[1].split(":")
+            addresses.add((socket.inet_ntoa(bytes.fromhex(host)[::-1]), int(port, 16)))
+    return addresses
+
+
+def test_samples_from_outside_the_pod_are_refused_and_the_servers_arrive(
+    iris_model: TrainedModel, tmp_path: Path
+) -> None:
+    """Fake drift would trigger retraining: /samples is only on the loopback listener,
+    where the pod's own server sends them; the pod's address (the Service's) refuses."""
+    monitor = start_monitor(iris_model, tmp_path, "--min-samples", "20")
+    server_port = free_port()
     server = start(
-        serve_args(iris_model, server_port, "--monitor-url", f"http://127.0.0.1:{monitor_port}"),
+        serve_args(
+            iris_model, server_port, "--monitor-url", monitor.samples_url.removesuffix("/samples")
+        ),
         tmp_path / "server.log",
         "/v2/health/ready",
         server_port,
     )
     try:
+        shifted = window_from_training(5, 200) + 5
+        fake = json.dumps({"inputs": shifted.tolist(), "predictions": [0] * 200}).encode()
+        status, raw, _ = http("POST", monitor.url + "/samples", fake[:900])
+        assert status == 403
+        assert monitor.samples_url.split("/")[2] in json.loads(raw)["error"]
+        assert http("POST", monitor.url + "/samples", fake)[0] == 413  # refused at the head
+        body, header_length = encode_samples(shifted, None)
+        binary = {HEADER_LENGTH: str(header_length)}
+        assert http("POST", monitor.url + "/samples", body, binary)[0] in (403, 413)
+        assert get_json(monitor.url + "/drift")[1]["received"] == 0
+        port = int(monitor.samples_url.split(":")[2].split("/")[0])
+        assert ("127.0.0.1", port) in listening_addresses(monitor.process.proc.pid)
+        assert ("0.0.0.0", port) not in listening_addresses(monitor.process.proc.pid)
+
         rows = window_from_training(5, 30).astype(np.float32)
         body = json.dumps({"instances": rows.tolist()}).encode()
         assert http("POST", server.url + "/v1/models/iris:predict", body)[0] == 200
@@ -157,11 +199,52 @@ def test_server_samples_reach_the_monitor(iris_model: TrainedModel, tmp_path: Pa
             if drift["samples"] >= 30:
                 break
             time.sleep(0.1)
-        assert drift["samples"] == 30
+        assert (drift["samples"], drift["received"]) == (30, 30)  # the server's, none faked
         assert sum(drift["prediction"]["proportions"].values()) == pytest.approx(1)
     finally:
         stop(server)
-        stop(monitor)
+        stop(monitor.process)
+
+
+def test_monitor_memory_stays_bounded_under_long_labels(
+    iris_model: TrainedModel, tmp_path: Path
+) -> None:
+    """200 MB of samples whose predictions are long, ever-new strings: the window keeps
+    known labels only, so the monitor's memory does not follow the input."""
+    monitor = start_monitor(iris_model, tmp_path)
+    pid = monitor.process.proc.pid
+    try:
+        rows = window_from_training(6, 10).astype(np.float32)
+        body, header_length = encode_samples(rows, np.array(["x"] * 10, dtype=object))
+        assert (
+            http("POST", monitor.samples_url, body, {HEADER_LENGTH: str(header_length)})[0] == 200
+        )
+        before = rss_kib(pid)
+        for batch in range(200):
+            labels = np.array([f"{batch}-{i}-" + "y" * 100_000 for i in range(10)], dtype=object)
+            body, header_length = encode_samples(rows, labels)
+            headers = {HEADER_LENGTH: str(header_length)}
+            assert http("POST", monitor.samples_url, body, headers)[0] == 200
+        after = rss_kib(pid)
+        print(f"monitor VmRSS {before} -> {after} KiB after 200 MB of long labels")
+        assert get_json(monitor.url + "/drift")[1]["received"] == 2010
+        assert after - before < 30 * 1024, f"VmRSS {before} -> {after} KiB"
+        too_long = np.array(["z" * 2_000_000], dtype=object)
+        body, header_length = encode_samples(rows[:1], too_long)
+        status, raw, _ = http(
+            "POST", monitor.samples_url, body, {HEADER_LENGTH: str(header_length)}
+        )
+        assert status == 413
+        assert "at most 1048576" in json.loads(raw)["error"]
+    finally:
+        stop(monitor.process)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
 
 
 def test_sampling_never_blocks_when_the_queue_is_full() -> None:
@@ -276,3 +359,37 @@ def test_sampler_never_raises_on_rows_of_another_shape() -> None:
     sampler.offer(np.zeros((1, 3), np.float32), np.zeros(1))
     sampler.flush()
     assert sampler.dropped == 2  # counted as unfit, and the sampler keeps going
+
+
+sample_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats()
+    | st.text(max_size=8)
+    | st.just("1e400"),
+    lambda children: (
+        st.lists(children, max_size=6)
+        | st.dictionaries(st.sampled_from(["inputs", "predictions", "shape", "x"]), children)
+    ),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    document=sample_values,
+    binary_rows=st.none() | st.binary(max_size=64),
+)
+def test_random_samples_never_raise_or_get_a_5xx(
+    profile: dict[str, Any], document: Any, binary_rows: bytes | None
+) -> None:
+    app = monitor_app(profile)
+    text = json.dumps(document, allow_nan=True).encode()
+    if binary_rows is None:
+        status, answer = post_samples(app, text, None)
+    else:
+        status, answer = post_samples(app, text + binary_rows, len(text))
+    assert status in (200, 400, 413), answer
+    if status != 200:
+        assert answer["error"].startswith("bad samples: ")

@@ -4,9 +4,11 @@ unchanged, every client mistake is a 4xx JSON error, and a tampered artifact is 
 from __future__ import annotations
 
 import contextlib
+import http.client as http_client
 import json
 import signal
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mlplane_runtime.httpserver import Request
 from mlplane_runtime.server import metrics
+from mlplane_runtime.server.dataplane import DataPlane
+from mlplane_runtime.server.model import OIP_TO_NUMPY, OnnxModel
 from mlplane_runtime.server.rest import RestApp
 from tests.runtime.conftest import (
     Process,
@@ -195,6 +199,13 @@ MALFORMED: list[tuple[str, str, Any, int, str]] = [
     ("absurd-shape", "/v2/models/iris/infer", _input(shape=[10**9, 10**9]), 400, "more than"),
     ("negative-shape", "/v2/models/iris/infer", _input(shape=[-1, 4]), 400, "non-negative"),
     (
+        "empty-but-huge-shape",
+        "/v2/models/iris/infer",
+        _input(shape=[0, 2**40, 2**40], data=[]),
+        400,
+        "dimension above",
+    ),
+    (
         "ragged-data",
         "/v2/models/iris/infer",
         _input(shape=[2, 2], data=[[1, 2], [3]]),
@@ -213,6 +224,17 @@ MALFORMED: list[tuple[str, str, Any, int, str]] = [
     ("id-not-string", "/v2/models/iris/infer", {**_input(), "id": 5}, 400, "'id'"),
     ("empty-batch", "/v2/models/iris/infer", _input(shape=[0, 4], data=[]), 400, "no data"),
     ("unknown-model", "/v2/models/nope/infer", _input(), 404, "not found"),
+    # the route and the model are resolved before the body is parsed, as KServe does
+    ("unknown-model-malformed-body", "/v2/models/nope/infer", b"{not json", 404, "not found"),
+    ("unknown-model-empty-body", "/v2/models/nope/infer", b"", 404, "not found"),
+    (
+        "unknown-version-malformed-body",
+        "/v2/models/iris/versions/v9/infer",
+        b"{not json",
+        404,
+        "not found",
+    ),
+    ("v1-unknown-model-malformed-body", "/v1/models/nope:predict", b"[1,", 404, "not found"),
     ("unknown-version", "/v2/models/iris/versions/v9/infer", _input(), 404, "not found"),
     ("unknown-route", "/v3/anything", _input(), 404, "no route"),
     ("v1-no-instances", "/v1/models/iris:predict", {"inputs": [[1, 2, 3, 4]]}, 400, "'instances'"),
@@ -330,6 +352,40 @@ def test_random_tensors_never_get_a_5xx(
     assert status in (200, 400), response
 
 
+DIMENSIONS = st.sampled_from([0, 1, 2, 3, 4, 5, 2**24, 2**24 + 1, 2**31, 2**40, 2**63 - 1])
+DATATYPES = st.sampled_from([*OIP_TO_NUMPY, "BYTES", "FLOAT", ""])
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    shape=st.lists(DIMENSIONS, max_size=9),
+    datatype=DATATYPES,
+    data=st.lists(st.integers(-3, 300) | st.floats(width=32) | st.booleans(), max_size=24),
+    binary_bytes=st.none() | st.integers(0, 96),
+)
+def test_hostile_shapes_and_datatypes_never_get_a_5xx(
+    server: Process, shape: list[int], datatype: str, data: list[Any], binary_bytes: int | None
+) -> None:
+    """Zero, huge and mismatched dimensions, every datatype, JSON and binary data: a 4xx
+    naming the problem, or a 200 when the tensor happens to fit the model."""
+    tensor: dict[str, Any] = {"name": "input", "shape": shape, "datatype": datatype}
+    headers = {"Content-Type": "application/json"}
+    if binary_bytes is None:
+        tensor["data"] = data
+        body = json.dumps({"inputs": [tensor]}).encode()
+    else:
+        tensor["parameters"] = {"binary_data_size": binary_bytes}
+        header = json.dumps({"inputs": [tensor]}).encode()
+        body = header + bytes(range(binary_bytes))
+        headers["Inference-Header-Content-Length"] = str(len(header))
+    status, raw, _ = http("POST", server.url + "/v2/models/iris/infer", body, headers)
+    assert status in (200, 400, 413), raw  # 413: more rows than --max-rows
+    if status != 200:
+        assert json.loads(raw)["error"]
+
+
 def test_metrics_count_requests_rows_and_model_info(server: Process) -> None:
     infer(server.url, v2_request(ROWS))
     status, raw, _ = http("GET", server.url + "/metrics")
@@ -390,7 +446,12 @@ def test_bad_sampling_flags_exit_2_naming_the_flag(
 
 def test_sigterm_finishes_the_request_in_flight(iris_model: TrainedModel, tmp_path: Path) -> None:
     port = free_port()
-    process = start(serve_args(iris_model, port), tmp_path / "log", "/v2/health/ready", port)
+    process = start(
+        serve_args(iris_model, port, "--drain-seconds=0.5"),
+        tmp_path / "log",
+        "/v2/health/ready",
+        port,
+    )
     body = json.dumps(v2_request(ROWS)).encode()
     head = b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(
         body
@@ -408,11 +469,13 @@ def test_sigterm_finishes_the_request_in_flight(iris_model: TrainedModel, tmp_pa
     assert stop(process) == 0
 
 
-def test_an_exception_in_the_model_is_a_500_that_the_metrics_count() -> None:
+def test_an_exception_in_the_model_is_a_500_that_the_metrics_count(
+    iris_model: TrainedModel,
+) -> None:
     """What a canary's analysis reads: a version that fails every request must show
     its failures in mlplane_requests_total, not only in its log."""
 
-    class BrokenPlane:
+    class BrokenPlane(DataPlane):
         def infer(self, *_: Any) -> Any:
             raise RuntimeError("the model blew up")
 
@@ -425,7 +488,9 @@ def test_an_exception_in_the_model_is_a_500_that_the_metrics_count() -> None:
             if s.name == "mlplane_requests_total" and s.labels == {"protocol": "v2", "code": "500"}
         )
 
-    app = RestApp(BrokenPlane())  # type: ignore[arg-type]
+    model = OnnxModel("iris", "1", f"file://{iris_model.model_path}", iris_model.sha256)
+    model.load()
+    app = RestApp(BrokenPlane(model))
     before = errors()
     tensor = {"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}
     request = Request(
@@ -435,3 +500,132 @@ def test_an_exception_in_the_model_is_a_500_that_the_metrics_count() -> None:
     assert response.status == 500
     assert json.loads(response.body) == {"error": "internal server error"}
     assert errors() == before + 1
+
+
+def read_responses(sock: socket.socket, count: int) -> list[tuple[int, bytes]]:
+    """`count` HTTP/1.1 responses (content-length framed) from a socket, in order."""
+    buffer, responses = b"", []
+    sock.settimeout(10)
+    while len(responses) < count:
+        head_end = buffer.find(b"\r\n\r\n")
+        if head_end >= 0:
+            head = buffer[:head_end].decode("latin-1").lower()
+            length = int(head.split("content-length: ")[1].split("\r\n")[0])
+            if len(buffer) >= head_end + 4 + length:
+                responses.append(
+                    (int(head.split()[1]), buffer[head_end + 4 : head_end + 4 + length])
+                )
+                buffer = buffer[head_end + 4 + length :]
+                continue
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {len(responses)} responses"
+        buffer += chunk
+    return responses
+
+
+def test_pipelined_answers_keep_their_order_around_an_offloaded_batch(server: Process) -> None:
+    """A batch past --offload-rows is predicted on a worker thread; the requests
+    pipelined behind it on the same connection are answered after it, in order."""
+    big = json.dumps(v2_request(np.tile(ROWS, (100, 1)), id="big")).encode()
+    small = json.dumps(v2_request(ROWS[:1], id="small")).encode()
+    head = b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+    pipelined = (
+        head % len(big) + big + head % len(small) + small + b"GET /v2/health/live HTTP/1.1\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))) as sock:
+        sock.sendall(pipelined)
+        (s1, b1), (s2, b2), (s3, b3) = read_responses(sock, 3)
+    assert (s1, s2, s3) == (200, 200, 200)
+    assert json.loads(b1)["id"] == "big"
+    assert len(json.loads(b1)["outputs"][0]["data"]) == 300
+    assert json.loads(b2)["id"] == "small"
+    assert json.loads(b3) == {"live": True}
+
+
+class Load:
+    """Clients in threads, each sending V2 requests in a loop on a keep-alive connection
+    (http.client reconnects after a `Connection: close`); every outcome is kept."""
+
+    def __init__(self, url: str, clients: int) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self.address = (host, int(port))
+        self.body = json.dumps(v2_request(ROWS)).encode()
+        # (when, "200" or the error, whether the response carried Connection: close)
+        self.outcomes: list[tuple[float, str, bool]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=15)
+
+    def _run(self) -> None:
+        connection = http_client.HTTPConnection(*self.address, timeout=10)
+        while not self._stop.is_set():
+            closes = False
+            try:
+                connection.request("POST", "/v2/models/iris/infer", self.body)
+                response = connection.getresponse()
+                response.read()
+                outcome = str(response.status)
+                closes = response.getheader("connection", "") == "close"
+            except (OSError, http_client.HTTPException) as exc:
+                outcome = repr(exc)
+                connection.close()
+            self.outcomes.append((time.monotonic(), outcome, closes))
+
+    def failures(self) -> list[str]:
+        return [outcome for _, outcome, _ in self.outcomes if outcome != "200"]
+
+
+def test_sigterm_under_load_loses_no_request(iris_model: TrainedModel, tmp_path: Path) -> None:
+    """A rollout's SIGTERM: readiness is 503 at once, but the server keeps serving for
+    --drain-seconds (the endpoints take a while to drop the pod), each response closing
+    its connection; requests in flight and those sent meanwhile all succeed; then exit 0."""
+    port, drain = free_port(), 2.0
+    process = start(
+        serve_args(iris_model, port, f"--drain-seconds={drain}", "--grace-seconds=5"),
+        tmp_path / "log",
+        "/v2/health/ready",
+        port,
+    )
+    load = Load(process.url, clients=4)
+    body = json.dumps(v2_request(ROWS)).encode()
+    head = b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+    in_flight = socket.create_connection(("127.0.0.1", port))
+    try:
+        load.start()
+        time.sleep(0.5)
+        in_flight.sendall(head % len(body) + body[:10])  # a request half sent at SIGTERM
+        signalled = time.monotonic()
+        process.proc.send_signal(signal.SIGTERM)
+        while get_json(process.url + "/v2/health/ready")[0] != 503:
+            assert time.monotonic() - signalled < 0.5, "readiness did not flip at once"
+        flipped_at = time.monotonic()
+        in_flight.sendall(body[10:])
+        answer = read_responses(in_flight, 1)
+        time.sleep(drain - 0.7)  # the endpoints stop routing before the drain ends
+        load.stop()
+        stopped = time.monotonic()
+        during_drain = [closes for t, _, closes in load.outcomes if flipped_at + 0.1 < t < stopped]
+        assert process.proc.wait(timeout=15) == 0
+        exited = time.monotonic() - signalled
+    finally:
+        load.stop()
+        in_flight.close()
+        stop(process)
+    print(
+        f"{len(load.outcomes)} requests, {len(during_drain)} during the drain, "
+        f"{len(load.failures())} lost; ready 503 after {(flipped_at - signalled) * 1000:.0f} ms, "
+        f"exit 0 after {exited:.1f} s"
+    )
+    assert load.failures() == []
+    assert answer == [(200, answer[0][1])]
+    assert len(during_drain) > 20
+    assert all(during_drain)  # each response of the drain closes its connection
+    assert drain <= exited < drain + 5

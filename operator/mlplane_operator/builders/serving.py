@@ -18,6 +18,11 @@ from mlplane_operator.settings import OperatorSettings
 
 STEP = f"{labels.PREFIX}/canary-step"
 STEP_STARTED = f"{labels.PREFIX}/canary-step-started"
+# On a Deployment whose replica count belongs to the HorizontalPodAutoscaler: the operator
+# has handed `spec.replicas` over and no longer applies it.
+REPLICAS_BY_HPA = f"{labels.PREFIX}/replicas-by-hpa"
+# mlplane-serve's drain (5 s) and grace (20 s) after SIGTERM fit in it.
+TERMINATION_GRACE_SECONDS = 30
 
 
 def deployment_name(isvc: InferenceService, version: int) -> str:
@@ -37,10 +42,12 @@ def build_deployment(
     isvc: InferenceService,
     body: Manifest,
     mv: ModelVersion,
-    replicas: int,
+    replicas: int | None,
     settings: OperatorSettings,
     annotations: dict[str, str] | None = None,
 ) -> Manifest:
+    """The Deployment of one served version. `replicas` None: the HPA owns the count
+    (the operator applies no `spec.replicas`, so it never fights the autoscaler)."""
     spec, artifact = isvc.spec, mv.spec.artifact
     version = mv.spec.version
     pod_labels = {**selector(isvc), labels.MODEL: spec.model, labels.VERSION: str(version)}
@@ -65,7 +72,7 @@ def build_deployment(
     ]
     if monitored and drift is not None:
         args += [
-            f"--monitor-url=http://127.0.0.1:{settings.monitor_port}",
+            f"--monitor-url=http://127.0.0.1:{settings.monitor_samples_port}",
             f"--sample-rate={drift.sample_rate}",
             f"--max-samples-per-second={drift.max_samples_per_second}",
         ]
@@ -96,6 +103,7 @@ def build_deployment(
                 f"--baseline-uri={baseline.uri}",
                 f"--baseline-sha256={baseline.sha256}",
                 f"--port={settings.monitor_port}",
+                f"--samples-port={settings.monitor_samples_port}",  # loopback only
                 f"--method={drift.method.value}",
                 f"--threshold={drift.threshold}",
                 f"--min-samples={drift.min_samples}",
@@ -104,7 +112,9 @@ def build_deployment(
             "ports": [{"name": "monitor", "containerPort": settings.monitor_port}],
             "volumeMounts": mounts,
             "securityContext": container_security_context(),
-            "readinessProbe": _probe("/metrics", settings.monitor_port, period=5),
+            # No probes: a pod is Ready only when every container is, so a readiness probe
+            # here would take serving out of the Service whenever drift monitoring falters,
+            # and a liveness restart would do the same while it restarts.
             "resources": {
                 "requests": {"cpu": "50m", "memory": "128Mi"},
                 "limits": {"memory": "512Mi"},
@@ -118,12 +128,14 @@ def build_deployment(
         "containers": containers,
         "volumes": volumes,
         "automountServiceAccountToken": False,
-        "terminationGracePeriodSeconds": 30,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
     }
     if spec.service_account_name:
         pod_spec["serviceAccountName"] = spec.service_account_name
     metadata = child_metadata(deployment_name(isvc, version), isvc.namespace, body, pod_labels)
     metadata["annotations"] = dict(annotations or {})
+    if replicas is None:
+        metadata["annotations"][REPLICAS_BY_HPA] = "true"
     deployment_spec: Manifest = {
         "selector": {"matchLabels": pod_labels},
         "strategy": {
@@ -132,7 +144,7 @@ def build_deployment(
         },
         "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
     }
-    if spec.autoscaling is None:
+    if replicas is not None:
         deployment_spec["replicas"] = replicas
     return {
         "apiVersion": "apps/v1",
@@ -153,6 +165,7 @@ def _probe(path: str, port: int, period: int, failures: int = 3) -> Manifest:
 
 def build_service(isvc: InferenceService, body: Manifest, settings: OperatorSettings) -> Manifest:
     ports = [{"name": "http", "port": settings.serving_port, "targetPort": "http"}]
+    # the monitor's read side (/drift, /metrics); its samples port is loopback, never here
     if drift_enabled(isvc):
         ports.append({"name": "monitor", "port": settings.monitor_port, "targetPort": "monitor"})
     return {

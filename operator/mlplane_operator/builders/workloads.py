@@ -88,7 +88,7 @@ def dns_label(text: str, limit: int = 63) -> str:
 
 def build_storage_claim(name: str, namespace: str, settings: OperatorSettings) -> Manifest:
     spec: Manifest = {
-        "accessModes": ["ReadWriteOnce"],
+        "accessModes": [settings.storage_pvc_access_mode],
         "resources": {"requests": {"storage": settings.storage_pvc_size}},
     }
     if settings.storage_class:

@@ -90,6 +90,7 @@ class _Reconcile:
         self.observed: list[conditions.Observed] = []
         self.blocked: str | None = None
         self.versions: list[ModelVersion] = []  # the model's versions, read once per pass
+        self.deployments: dict[int, Manifest] = {}  # version -> its live Deployment
 
     # --- the pass ----------------------------------------------------------------------
 
@@ -112,17 +113,14 @@ class _Reconcile:
         }
         if self.serving is not None and self.serving not in deployments:
             self.serving = None  # deleted under us: treat as a first deployment
+        self.deployments = deployments
         target, waiting = self._resolve_target()
         refused = self._refusal(target)
         if refused is not None:
             self._stall(*refused)  # the running Deployments stay as they are: no outage
             return
         kube.apply_if_changed(serving.build_service(isvc, self.body, self.settings))
-        total = (
-            isvc.spec.autoscaling.min_replicas
-            if isvc.spec.autoscaling
-            else isvc.spec.effective_replicas
-        )
+        total = self._total_replicas()
 
         if target is not None:
             self.observed.append(
@@ -220,11 +218,41 @@ class _Reconcile:
 
     # --- strategies --------------------------------------------------------------------
 
+    def _total_replicas(self) -> int:
+        """The capacity to keep: spec.replicas, or under autoscaling what the HPA has
+        scaled the serving version to (within minReplicas..maxReplicas), so that a new
+        version starts at the capacity the traffic needs now."""
+        scaling = self.isvc.spec.autoscaling
+        if scaling is None:
+            return self.isvc.spec.effective_replicas
+        live = self.deployments.get(self.serving) if self.serving is not None else None
+        current = int(((live or {}).get("spec") or {}).get("replicas") or scaling.min_replicas)
+        return min(max(current, scaling.min_replicas), scaling.max_replicas)
+
     def _deploy(
         self, mv: ModelVersion, replicas: int, annotations: dict[str, str] | None = None
     ) -> Manifest:
+        """Apply one version's Deployment. Under autoscaling the serving version's replica
+        count is the HPA's: handed over once, then never applied again."""
+        version = mv.spec.version
+        by_hpa = self.isvc.spec.autoscaling is not None and version == self.serving
+        live = self.deployments.get(version)
+        if by_hpa and live is not None:
+            live_annotations = live["metadata"].get("annotations") or {}
+            if serving.REPLICAS_BY_HPA not in live_annotations:
+                count = int((live.get("spec") or {}).get("replicas") or replicas)
+                kube.hand_replicas_to_hpa(self.isvc.namespace, live["metadata"]["name"], count)
+        elif by_hpa:
+            by_hpa = False  # a first Deployment: created with a count, handed over next pass
         return kube.apply_if_changed(
-            serving.build_deployment(self.isvc, self.body, mv, replicas, self.settings, annotations)
+            serving.build_deployment(
+                self.isvc,
+                self.body,
+                mv,
+                None if by_hpa else replicas,
+                self.settings,
+                annotations,
+            )
         )
 
     def _steady(self, target: ModelVersion, total: int, deployments: dict[int, Manifest]) -> None:
@@ -311,6 +339,9 @@ class _Reconcile:
         else:
             step = int(annotations[serving.STEP])
             started = datetime.fromisoformat(annotations[serving.STEP_STARTED])
+        if step >= len(steps):
+            self._promote_canary(target, total, started, deployments)
+            return
         stable_replicas, canary_replicas = rollout.canary_split(total, steps[step])
         stable = self._model_version(self.serving)
         if stable is not None:
@@ -367,13 +398,43 @@ class _Reconcile:
                 f"canary v{version} at {steps[step + 1]}%: {verdict.message}",
             )
             return
+        # Every step passed: bring the canary to full capacity, then cut over.
+        self._promote_canary(target, total, self.now, deployments, verdict.message)
+
+    def _promote_canary(
+        self,
+        target: ModelVersion,
+        total: int,
+        started: datetime,
+        deployments: dict[int, Manifest],
+        message: str = "",
+    ) -> None:
+        """The last step: the canary Deployment grows to the whole capacity while the
+        stable one keeps serving, and takes over only once all its pods are ready, so
+        the cut-over never drops capacity."""
+        assert self.serving is not None
+        spec = self.isvc.spec.rollout
+        steps = spec.canary.steps if spec.canary else [50]
+        version = target.spec.version
+        applied = self._deploy(target, total, _step_annotations(len(steps), started))
+        self.canary, self.weight, self.rollout_phase = version, steps[-1], "Progressing"
+        if _ready_replicas(applied) < max(total, 1):
+            if rollout.past_deadline(started, spec.progress_deadline_seconds, self.now):
+                stable = self._model_version(self.serving)
+                self._fail_canary(
+                    version,
+                    stable,
+                    total,
+                    "no progress within spec.rollout.progressDeadlineSeconds "
+                    f"({spec.progress_deadline_seconds} s): {_ready_replicas(applied)} of "
+                    f"{max(total, 1)} pods of v{version} ready for the promotion",
+                )
+            return
         previous = self.serving
-        self._deploy(target, total)
         self.serving, self.canary, self.weight = version, None, None
         self._remove_others({version}, deployments)
-        self._finish(
-            version, previous, "Succeeded", f"canary promoted: {verdict.message}", "Canary"
-        )
+        detail = f": {message}" if message else ""
+        self._finish(version, previous, "Succeeded", f"canary promoted{detail}", "Canary")
 
     def _fail_canary(
         self, version: int, stable: ModelVersion | None, total: int, message: str

@@ -6,6 +6,10 @@ POST /samples   from the server: a JSON header {"shape": [n, features], "predict
 GET  /drift     the JSON verdict (the operator polls it)
 GET  /metrics   Prometheus
 GET  /healthz
+
+Only the pod's own server may write samples (fake drift would trigger retraining): the
+app that accepts them listens on the loopback interface alone, and the one on the pod's
+address, which the Service exposes, refuses them with 403.
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ from mlplane_runtime.httpserver import (
     parse_json,
 )
 from mlplane_runtime.monitor.drift import DriftDetector
+
+# The JSON parts of a /samples body become Python objects, several times their size: they
+# are held to this (the binary rows, read in place, only to the body limit).
+MAX_SAMPLES_JSON_BYTES = 1024 * 1024
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 FEATURE_DRIFT = Gauge(
@@ -59,8 +67,10 @@ PREDICTION_DRIFT = Gauge(
 
 
 class MonitorApp:
-    def __init__(self, detector: DriftDetector) -> None:
+    def __init__(self, detector: DriftDetector, samples_from: str | None = None) -> None:
+        """`samples_from`: where samples are accepted instead (None: here), for the 403."""
         self.detector = detector
+        self.samples_from = samples_from
         DRIFT_THRESHOLD.set(detector.threshold)
 
     def __call__(self, request: Request) -> Response:
@@ -72,6 +82,12 @@ class MonitorApp:
     def _route(self, request: Request) -> Response:
         path, method = request.path, request.method
         if path == "/samples" and method == "POST":
+            if self.samples_from is not None:
+                raise RequestError(
+                    "samples are accepted only from inside the pod, on "
+                    f"{self.samples_from}; this address serves GET /drift, /metrics, /healthz",
+                    403,
+                )
             return self._samples(request)
         if path == "/drift" and method == "GET":
             return json_response(200, self.detector.summary())
@@ -90,9 +106,10 @@ class MonitorApp:
             ):
                 raise ValueError("'predictions' must be a list with one entry per row")
             self.detector.add(rows, predictions)
-        except (ValueError, TypeError, RequestError) as exc:
+        except (ValueError, TypeError, OverflowError, RequestError) as exc:
             REJECTED.inc()
-            raise RequestError(f"bad samples: {exc}") from exc
+            status = exc.status if isinstance(exc, RequestError) else 400
+            raise RequestError(f"bad samples: {exc}", status) from exc
         SAMPLES.inc(len(rows))
         return json_response(200, {"accepted": len(rows)})
 
@@ -113,12 +130,14 @@ def _decode_samples(request: Request) -> tuple[np.ndarray[Any, Any], Any]:
     """The rows (2-D) and predictions (a list, or None) of a `/samples` body."""
     length = request.headers.get(HEADER_LENGTH)
     if length is None:
+        _json_size(len(request.body), "an all-JSON body")
         document = parse_json(request.body)
         if not isinstance(document, dict) or not isinstance(document.get("inputs"), list):
             raise RequestError('expected {"inputs": [[...], ...], "predictions": [...]}')
         return np.asarray(document["inputs"], dtype=np.float64), document.get("predictions")
     if not length.isdigit() or int(length) > len(request.body):
         raise RequestError(f"{HEADER_LENGTH} {length!r} is not a length within the body")
+    _json_size(int(length), "the JSON header")
     view = memoryview(request.body)
     header = parse_json(view[: int(length)])
     shape = header.get("shape") if isinstance(header, dict) else None
@@ -134,3 +153,12 @@ def _decode_samples(request: Request) -> tuple[np.ndarray[Any, Any], Any]:
             f"{len(data)} bytes of rows do not match shape {shape} of FP32 (4 bytes each)"
         )
     return np.frombuffer(data, dtype="<f4").reshape(shape), header.get("predictions")
+
+
+def _json_size(size: int, what: str) -> None:
+    if size > MAX_SAMPLES_JSON_BYTES:
+        raise RequestError(
+            f"{what} has {size} bytes; at most {MAX_SAMPLES_JSON_BYTES} are allowed (send "
+            "the rows as binary FP32 after a JSON header)",
+            413,
+        )

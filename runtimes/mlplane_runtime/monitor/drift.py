@@ -14,6 +14,7 @@ from mlplane_runtime.errors import UserError
 from mlplane_runtime.profile import bin_counts, ks_statistic, proportions, psi
 
 METHODS = ("psi", "ks")
+OTHER = "\0other"  # a predicted label the training data never had
 DEFAULT_THRESHOLDS = {"psi": 0.2, "ks": 0.2}
 
 
@@ -64,6 +65,9 @@ class DriftDetector:
         self.features = [_feature(raw, i) for i, raw in enumerate(profile["features"])]
         prediction = profile.get("prediction") or {}
         self.prediction_labels = [str(v) for v in prediction.get("labels", [])]
+        # each prediction is kept as its training label (or OTHER), so a window of long
+        # or ever-new strings costs no more than one of known labels
+        self._labels = {label: label for label in self.prediction_labels}
         self.prediction_baseline = np.asarray(prediction.get("proportions", []), dtype=float)
         # float32 like the model's input and the profile's edges, so ties land in the same bin
         self._rows = np.zeros((window, len(self.features)), dtype=np.float32)
@@ -98,7 +102,11 @@ class DriftDetector:
             self._next = end % self.window
             self._filled = min(self.window, self._filled + count)
             if predictions is not None and self.prediction_labels:
-                self._predictions.extend(str(p) for p in predictions[-self.window :])
+                labels = self._labels
+                self._predictions.extend(
+                    labels.get(p if isinstance(p, str) else str(p), OTHER)
+                    for p in predictions[-self.window :]
+                )
             self.received += received
             self._cached = None
 

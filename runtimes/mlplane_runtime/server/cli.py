@@ -1,36 +1,48 @@
 """`mlplane-serve`: serve one ONNX model over KServe V2 and V1 REST.
 
-Every flag has an environment variable (``MLPLANE_MODEL_URI``, ``MLPLANE_MODEL_NAME``,
-``MLPLANE_MODEL_VERSION``, ``MLPLANE_MODEL_SHA256``, ``MLPLANE_HOST``, ``MLPLANE_PORT``,
-``MLPLANE_THREADS``, ``MLPLANE_MAX_BODY_BYTES``, ``MLPLANE_MONITOR_URL``,
-``MLPLANE_SAMPLE_RATE``, ``MLPLANE_MAX_SAMPLES_PER_SECOND``, ``MLPLANE_GRACE_SECONDS``).
+Every flag has an environment variable: ``MLPLANE_`` and the flag in capitals
+(``--max-body-bytes`` reads ``MLPLANE_MAX_BODY_BYTES``), except ``--sha256``, which reads
+``MLPLANE_MODEL_SHA256``.
 
 With ``--monitor-url``, rows are sampled for the drift monitor at ``--sample-rate`` (a
 ceiling, default 1) and at most about ``--max-samples-per-second`` rows per second
 (default 200; 0 lifts the limit), so monitoring costs a busy server almost nothing.
 
 The server listens at once (live), loads and verifies the artifact, and only then reports
-ready. Exit codes: 0 after a graceful shutdown (SIGTERM), 2 bad arguments or an
-artifact that does not load, 3 storage unreachable, 4 sha256 mismatch (never ready).
+ready. On SIGTERM it reports not ready at once but serves on for ``--drain-seconds``, then
+gives the requests in flight ``--grace-seconds``. Exit codes: 0 after a graceful shutdown
+(SIGTERM), 2 bad arguments or an artifact that does not load, 3 storage unreachable, 4
+sha256 mismatch (never ready).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 
-from mlplane_runtime.cli_support import ArgumentParser, env_default, run_server_main
+from mlplane_runtime.cli_support import (
+    ArgumentParser,
+    add_limit_arguments,
+    env_default,
+    limits_from_args,
+    run_server_main,
+)
 from mlplane_runtime.errors import RuntimeFailure, UserError
 from mlplane_runtime.httpserver import HttpServer, install_signal_handlers
 from mlplane_runtime.server import metrics
-from mlplane_runtime.server.dataplane import DataPlane
+from mlplane_runtime.server.dataplane import MAX_ROWS, DataPlane
 from mlplane_runtime.server.model import OnnxModel
-from mlplane_runtime.server.rest import RestApp
+from mlplane_runtime.server.rest import OFFLOAD_ROWS, RestApp
 from mlplane_runtime.server.sampler import Sampler
 
 log = logging.getLogger("mlplane.serve")
+
+# After SIGTERM (both within the pod's terminationGracePeriodSeconds, 30 by default).
+DRAIN_SECONDS = 5.0
+GRACE_SECONDS = 20.0
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -47,15 +59,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=int(env_default("MLPLANE_THREADS", "1")),
         help="ONNX Runtime intra-op threads (default 1)",
     )
+    add_limit_arguments(p)
     p.add_argument(
-        "--max-body-bytes",
+        "--max-rows",
         type=int,
-        default=int(env_default("MLPLANE_MAX_BODY_BYTES", str(8 * 1024 * 1024))),
+        default=int(env_default("MLPLANE_MAX_ROWS", str(MAX_ROWS))),
+        help=f"rows per inference request; more: 413 (default {MAX_ROWS})",
+    )
+    p.add_argument(
+        "--offload-rows",
+        type=int,
+        default=int(env_default("MLPLANE_OFFLOAD_ROWS", str(OFFLOAD_ROWS))),
+        help="requests with more rows (or a body over 64 KiB) run on a worker thread, so "
+        f"the probes keep answering (default {OFFLOAD_ROWS})",
     )
     p.add_argument(
         "--monitor-url",
         default=env_default("MLPLANE_MONITOR_URL"),
-        help="monitor sidecar, e.g. http://127.0.0.1:8081",
+        help="the monitor sidecar's samples address, e.g. http://127.0.0.1:8082",
     )
     p.add_argument(
         "--sample-rate", type=float, default=float(env_default("MLPLANE_SAMPLE_RATE", "1.0"))
@@ -66,13 +87,29 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=float(env_default("MLPLANE_MAX_SAMPLES_PER_SECOND", "200")),
     )
     p.add_argument(
-        "--grace-seconds", type=float, default=float(env_default("MLPLANE_GRACE_SECONDS", "25"))
+        "--drain-seconds",
+        type=float,
+        default=float(env_default("MLPLANE_DRAIN_SECONDS", str(DRAIN_SECONDS))),
+        help="after SIGTERM: not ready, but serving on for this long while the endpoints "
+        f"update (default {DRAIN_SECONDS:g}; a second signal ends it)",
+    )
+    p.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=float(env_default("MLPLANE_GRACE_SECONDS", str(GRACE_SECONDS))),
+        help="then: time for the requests in flight before connections are cut "
+        f"(default {GRACE_SECONDS:g})",
     )
     args: argparse.Namespace = p.parse_args(argv)
     if not args.model_uri or not args.model_name:
         p.error("--model-uri and --model-name are required (or MLPLANE_MODEL_URI/_NAME)")
-    if args.threads < 1 or args.max_body_bytes < 1024 or not 0 <= args.sample_rate <= 1:
-        p.error("--threads >= 1, --max-body-bytes >= 1024 and 0 <= --sample-rate <= 1")
+    if args.threads < 1 or not 0 <= args.sample_rate <= 1:
+        p.error("--threads >= 1 and 0 <= --sample-rate <= 1")
+    if args.max_rows < 1 or args.offload_rows < 0:
+        p.error("--max-rows must be >= 1 and --offload-rows >= 0")
+    if args.drain_seconds < 0 or args.grace_seconds < 0:
+        p.error("--drain-seconds and --grace-seconds must be >= 0")
+    args.limits = limits_from_args(p, args)
     if args.max_samples_per_second < 0:
         p.error("--max-samples-per-second must be >= 0 (0: no limit)")
     return args
@@ -92,8 +129,8 @@ async def serve(args: argparse.Namespace) -> int:
             )
         except ValueError as exc:  # a bad --monitor-url
             raise UserError(str(exc)) from exc
-    plane = DataPlane(model, sampler)
-    server = HttpServer(RestApp(plane), args.max_body_bytes)
+    plane = DataPlane(model, sampler, max_rows=args.max_rows)
+    server = HttpServer(RestApp(plane, offload_rows=args.offload_rows), args.limits)
     port = await server.start(args.host, args.port)
     log.info("listening on %s:%d (live; loading %s)", args.host, port, args.model_uri)
     stop = asyncio.Event()
@@ -110,14 +147,27 @@ async def serve(args: argparse.Namespace) -> int:
     if sampler is not None:
         sampler.start()
     await stop.wait()
-    log.info("SIGTERM: draining connections (up to %.0fs)", args.grace_seconds)
-    plane.draining = True
-    metrics.MODEL_READY.set(0)
+    await drain(server, plane, stop, args.drain_seconds)
+    log.info("closing: up to %gs for the requests in flight", args.grace_seconds)
     await server.shutdown(args.grace_seconds)
     if sampler is not None:
         sampler.stop()
     log.info("stopped")
     return 0
+
+
+async def drain(server: HttpServer, plane: DataPlane, stop: asyncio.Event, seconds: float) -> None:
+    """Not ready at once, but serving on for `seconds` (each response closing its
+    connection): the endpoints controller and every kube-proxy take a while to stop
+    routing to this pod, and what they still send must not be lost. A second signal
+    ends the drain early."""
+    log.info("SIGTERM: not ready; serving %gs more while the endpoints update", seconds)
+    plane.draining = True
+    metrics.MODEL_READY.set(0)
+    server.drain()
+    stop.clear()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
 
 
 def main(argv: list[str] | None = None) -> int:

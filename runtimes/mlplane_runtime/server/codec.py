@@ -39,6 +39,7 @@ class InferenceRequest:
     datatypes: dict[str, str]
     outputs: list[RequestedOutput] | None
     binary_outputs: bool  # the request-wide default (binary_data_output)
+    rows: int  # the largest first dimension of the inputs (1 for a scalar)
 
 
 def _object(value: Any, where: str) -> dict[str, Any]:
@@ -53,8 +54,16 @@ def _shape(value: Any, where: str) -> tuple[int, ...]:
     for dim in value:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
             raise RequestError(f"{where}.shape must hold non-negative integers, got {value}")
-    if math.prod(value) > MAX_ELEMENTS:
+    elements = math.prod(value)
+    if elements > MAX_ELEMENTS:
         raise RequestError(f"{where}.shape {value} has more than {MAX_ELEMENTS} elements")
+    # With no elements, a dimension can still be more than numpy can shape ([0, 2**40,
+    # 2**40]); with some, none is larger than their number.
+    if elements == 0 and max(value, default=0) > MAX_ELEMENTS:
+        raise RequestError(
+            f"{where}.shape {value} has a dimension above {MAX_ELEMENTS} (the most elements "
+            "a tensor may have)"
+        )
     return tuple(value)
 
 
@@ -102,6 +111,7 @@ def decode_v2(body: bytes, json_length: int | None) -> InferenceRequest:
         raise RequestError("'inputs' must be a non-empty list of tensors")
     inputs: dict[str, Array] = {}
     datatypes: dict[str, str] = {}
+    rows = 0
     for index, raw in enumerate(raw_inputs):
         where = f"inputs[{index}]"
         tensor = _object(raw, where)
@@ -118,6 +128,7 @@ def decode_v2(body: bytes, json_length: int | None) -> InferenceRequest:
                 f"allowed: {', '.join(OIP_TO_NUMPY)}"
             )
         shape = _shape(tensor.get("shape"), where)
+        rows = max(rows, shape[0] if shape else 1)
         parameters = _object(tensor.get("parameters") or {}, f"{where}.parameters")
         size = parameters.get("binary_data_size")
         if size is not None:
@@ -145,6 +156,7 @@ def decode_v2(body: bytes, json_length: int | None) -> InferenceRequest:
         datatypes=datatypes,
         outputs=_outputs(document.get("outputs"), binary_default),
         binary_outputs=binary_default,
+        rows=rows,
     )
 
 

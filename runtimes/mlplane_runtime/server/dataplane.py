@@ -17,10 +17,16 @@ class SampleSink(Protocol):
     def offer(self, rows: Array, predictions: Array | None) -> None: ...
 
 
+MAX_ROWS = 10_000  # per request (the --max-rows default): bounds the work of one request
+
+
 class DataPlane:
-    def __init__(self, model: OnnxModel, sampler: SampleSink | None = None) -> None:
+    def __init__(
+        self, model: OnnxModel, sampler: SampleSink | None = None, max_rows: int = MAX_ROWS
+    ) -> None:
         self.model = model
         self.sampler = sampler
+        self.max_rows = max_rows
         self.draining = False
 
     # health and metadata
@@ -48,22 +54,35 @@ class DataPlane:
         return model
 
     def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
-        metadata: dict[str, Any] = self._ready_model(name, version).metadata()
+        metadata: dict[str, Any] = self.ready_model(name, version).metadata()
         return metadata
 
-    def _ready_model(self, name: str, version: str | None) -> OnnxModel:
+    def ready_model(self, name: str, version: str | None = None) -> OnnxModel:
+        """The model a request names, once it is loaded: 404 for another name or version,
+        503 while loading. Resolved before the body is parsed, as KServe and MLServer do:
+        an unknown model is a 404 whatever the body."""
         model = self.get_model(name, version)
         if not model.ready:
             raise RequestError(f"model {name!r} is not ready yet", 503)
         return model
 
     # inference
+    def check_rows(self, rows: int) -> None:
+        """413 when a request has more than `max_rows` rows."""
+        if rows > self.max_rows:
+            raise RequestError(
+                f"the request has {rows} rows; at most {self.max_rows} are allowed per "
+                "request (--max-rows): split the batch",
+                413,
+            )
+
     def infer(
-        self, name: str, version: str | None, request: InferenceRequest
+        self, model: OnnxModel, request: InferenceRequest
     ) -> tuple[dict[str, Any], list[tuple[str, str, Array, bool]]]:
-        """V2 inference: the response header fields and the (name, datatype, array,
-        binary) outputs to encode."""
-        model = self._ready_model(name, version)
+        """V2 inference on a model from `ready_model`: the response header fields and the
+        (name, datatype, array, binary) outputs to encode."""
+        if request.rows > self.max_rows:
+            self.check_rows(request.rows)
         for spec in model.inputs:
             if spec.name not in request.inputs:
                 raise RequestError(
@@ -94,12 +113,13 @@ class DataPlane:
             header["id"] = request.id
         return header, outputs
 
-    def predict_v1(self, name: str, instances: Array) -> list[Any]:
-        """V1 predict: one prediction per instance (the label, or the regression value)."""
-        model = self._ready_model(name, None)
+    def predict_v1(self, model: OnnxModel, instances: Array) -> list[Any]:
+        """V1 predict on a model from `ready_model`: one prediction per instance (the
+        label, or the regression value)."""
         spec = model.inputs[0]
         if len(model.inputs) != 1:
             raise RequestError("the V1 protocol needs a model with a single input; use V2")
+        self.check_rows(len(instances))
         _check_tensor(spec, spec.datatype, instances.astype(np.float32, copy=False))
         results = self._predict(model, {spec.name: instances})
         first = results[model.outputs[0].name]

@@ -13,6 +13,7 @@ Routes::
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mlplane_runtime.httpserver import (
     HEADER_LENGTH,
+    Offload,
     Request,
     RequestError,
     Response,
@@ -28,8 +30,20 @@ from mlplane_runtime.httpserver import (
     json_response,
 )
 from mlplane_runtime.server import metrics
-from mlplane_runtime.server.codec import decode_v1, decode_v2, encode_v2
+from mlplane_runtime.server.codec import (
+    Array,
+    InferenceRequest,
+    decode_v1,
+    decode_v2,
+    encode_v2,
+)
 from mlplane_runtime.server.dataplane import DataPlane
+from mlplane_runtime.server.model import OnnxModel
+
+# Inference heavier than this leaves the event loop for a worker thread, so that the
+# probes and light requests keep their latency while it runs.
+OFFLOAD_BODY_BYTES = 64 * 1024  # a body this large is parsed off the loop too
+OFFLOAD_ROWS = 64  # the --offload-rows default
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +51,13 @@ log = logging.getLogger(__name__)
 class RestApp:
     """Callable HTTP application over one DataPlane."""
 
-    def __init__(self, dataplane: DataPlane) -> None:
+    def __init__(self, dataplane: DataPlane, offload_rows: int = OFFLOAD_ROWS) -> None:
         self.dataplane = dataplane
+        self.offload_rows = offload_rows
         self._counters: dict[tuple[str, int], Callable[[], None]] = {}
         self._latency = {p: metrics.LATENCY.labels(p) for p in ("v1", "v2")}
 
-    def __call__(self, request: Request) -> Response:
+    def __call__(self, request: Request) -> Response | Offload:
         started = time.perf_counter()
         protocol = _protocol(request.path)
         try:
@@ -50,14 +65,38 @@ class RestApp:
         except RequestError as exc:
             response = error_response(exc.status, str(exc))
         except Exception:
-            # Counted like every other answer: a canary whose model raises on every
-            # request must show up as 5xx in mlplane_requests_total, or it is promoted.
-            log.exception("unhandled error for %s %s", request.method, request.path)
-            response = error_response(500, "internal server error")
+            response = self._internal_error(request)
+        if isinstance(response, Offload):
+            return Offload(
+                functools.partial(self._finish, request, protocol, started, response.run)
+            )
+        self._observe(protocol, started, response.status)
+        return response
+
+    @staticmethod
+    def _internal_error(request: Request) -> Response:
+        # Counted like every other answer: a canary whose model raises on every request
+        # must show up as 5xx in mlplane_requests_total, or it is promoted.
+        log.exception("unhandled error for %s %s", request.method, request.path)
+        return error_response(500, "internal server error")
+
+    def _finish(
+        self, request: Request, protocol: str, started: float, run: Callable[[], Response]
+    ) -> Response:
+        """An offloaded answer, on the worker thread: errors and metrics as inline."""
+        try:
+            response = run()
+        except RequestError as exc:
+            response = error_response(exc.status, str(exc))
+        except Exception:
+            response = self._internal_error(request)
+        self._observe(protocol, started, response.status)
+        return response
+
+    def _observe(self, protocol: str, started: float, status: int) -> None:
         if protocol in self._latency:
             self._latency[protocol].observe(time.perf_counter() - started)
-        self._count(protocol, response.status)
-        return response
+        self._count(protocol, status)
 
     def _count(self, protocol: str, status: int) -> None:
         key = (protocol, status)
@@ -67,7 +106,7 @@ class RestApp:
             self._counters[key] = counter
         counter()
 
-    def _route(self, request: Request) -> Response:
+    def _route(self, request: Request) -> Response | Offload:
         parts = request.path.strip("/").split("/")
         head = parts[0]
         if head == "v2":
@@ -79,7 +118,7 @@ class RestApp:
             return Response(200, generate_latest(metrics.REGISTRY), CONTENT_TYPE_LATEST.encode())
         raise RequestError(f"no route for {request.method} {request.path}", 404)
 
-    def _v2(self, request: Request, parts: list[str]) -> Response:
+    def _v2(self, request: Request, parts: list[str]) -> Response | Offload:
         plane = self.dataplane
         if not parts or parts == [""]:
             _method(request, "GET")
@@ -107,14 +146,27 @@ class RestApp:
             return self._infer(request, name, version)
         raise RequestError(f"no route for {request.method} {request.path}", 404)
 
-    def _infer(self, request: Request, name: str, version: str | None) -> Response:
+    def _infer(self, request: Request, name: str, version: str | None) -> Response | Offload:
+        model = self.dataplane.ready_model(name, version)
         json_length = request.headers.get(HEADER_LENGTH)
         length: int | None = None
         if json_length is not None:
             if not json_length.isdigit():
                 raise RequestError(f"{HEADER_LENGTH} must be an integer")
             length = int(json_length)
-        header, outputs = self.dataplane.infer(name, version, decode_v2(request.body, length))
+        if len(request.body) > OFFLOAD_BODY_BYTES:
+            return Offload(functools.partial(self._decode_and_infer, model, request.body, length))
+        decoded = decode_v2(request.body, length)
+        if decoded.rows > self.offload_rows:
+            self.dataplane.check_rows(decoded.rows)
+            return Offload(functools.partial(self._infer_decoded, model, decoded))
+        return self._infer_decoded(model, decoded)
+
+    def _decode_and_infer(self, model: OnnxModel, body: bytes, length: int | None) -> Response:
+        return self._infer_decoded(model, decode_v2(body, length))
+
+    def _infer_decoded(self, model: OnnxModel, decoded: InferenceRequest) -> Response:
+        header, outputs = self.dataplane.infer(model, decoded)
         body, binary_from = encode_v2(header, outputs)
         if binary_from is None:
             return Response(200, body)
@@ -125,7 +177,7 @@ class RestApp:
             [(HEADER_LENGTH.encode(), str(binary_from).encode())],
         )
 
-    def _v1(self, request: Request, parts: list[str]) -> Response:
+    def _v1(self, request: Request, parts: list[str]) -> Response | Offload:
         plane = self.dataplane
         if parts == ["models"]:
             _method(request, "GET")
@@ -135,11 +187,23 @@ class RestApp:
         target = parts[1]
         if target.endswith(":predict"):
             _method(request, "POST")
-            predictions = plane.predict_v1(target[: -len(":predict")], decode_v1(request.body))
-            return json_response(200, {"predictions": predictions})
+            model = plane.ready_model(target[: -len(":predict")])
+            if len(request.body) > OFFLOAD_BODY_BYTES:
+                return Offload(functools.partial(self._decode_and_predict, model, request.body))
+            instances = decode_v1(request.body)
+            if len(instances) > self.offload_rows:
+                plane.check_rows(len(instances))
+                return Offload(functools.partial(self._predict, model, instances))
+            return self._predict(model, instances)
         _method(request, "GET")
         model = plane.get_model(target)
         return json_response(200, {"name": model.name, "ready": model.ready and plane.ready()})
+
+    def _decode_and_predict(self, model: OnnxModel, body: bytes) -> Response:
+        return self._predict(model, decode_v1(body))
+
+    def _predict(self, model: OnnxModel, instances: Array) -> Response:
+        return json_response(200, {"predictions": self.dataplane.predict_v1(model, instances)})
 
 
 def _method(request: Request, allowed: str) -> None:

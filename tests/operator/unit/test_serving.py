@@ -7,6 +7,7 @@ from typing import Any
 
 from mlplane_operator import labels
 from mlplane_operator.builders.serving import (
+    REPLICAS_BY_HPA,
     build_deployment,
     build_hpa,
     build_service,
@@ -38,7 +39,7 @@ DRIFT = {"drift": {"enabled": True, "method": "psi", "threshold": 0.25, "minSamp
 def deployment(
     isvc_body: Manifest | None = None,
     mv_body: Manifest | None = None,
-    replicas: int = 2,
+    replicas: int | None = 2,
     annotations: dict[str, str] | None = None,
     **setting: Any,
 ) -> Manifest:
@@ -80,7 +81,7 @@ def test_server_arguments_parse_with_mlplane_serve() -> None:
     assert parsed.sha256 == MODEL_SHA
     assert parsed.port == 8080
     assert parsed.threads == 4
-    assert parsed.monitor_url == "http://127.0.0.1:8081"
+    assert parsed.monitor_url == "http://127.0.0.1:8082"  # the monitor's loopback samples port
     assert (parsed.sample_rate, parsed.max_samples_per_second) == (1.0, 200)  # API defaults
 
 
@@ -100,6 +101,7 @@ def test_monitor_arguments_parse_with_mlplane_monitor() -> None:
     assert parsed.threshold == 0.25
     assert parsed.min_samples == 200
     assert parsed.port == 8081
+    assert parsed.samples_port == 8082
 
 
 def test_server_is_ready_only_when_the_model_is_loaded() -> None:
@@ -141,9 +143,24 @@ def test_fixed_replicas_are_set_on_the_deployment() -> None:
     assert deployment(replicas=3)["spec"]["replicas"] == 3
 
 
-def test_replicas_are_left_to_the_hpa_under_autoscaling() -> None:
-    isvc = inferenceservice_body(autoscaling={"minReplicas": 2, "maxReplicas": 10})
-    assert "replicas" not in deployment(isvc)["spec"]
+def test_replicas_left_to_the_hpa_are_not_applied_and_say_so() -> None:
+    isvc = inferenceservice_body(
+        autoscaling={"minReplicas": 2, "maxReplicas": 10}, resources={"requests": {"cpu": "1"}}
+    )
+    manifest = deployment(isvc, replicas=None)
+    assert "replicas" not in manifest["spec"]
+    assert manifest["metadata"]["annotations"][REPLICAS_BY_HPA] == "true"
+
+
+def test_a_version_the_hpa_does_not_scale_gets_its_count_under_autoscaling_too() -> None:
+    """A canary or a rolling update's new version starts at the capacity it needs,
+    not at a Deployment's default of one pod."""
+    isvc = inferenceservice_body(
+        autoscaling={"minReplicas": 2, "maxReplicas": 10}, resources={"requests": {"cpu": "1"}}
+    )
+    manifest = deployment(isvc, replicas=4)
+    assert manifest["spec"]["replicas"] == 4
+    assert REPLICAS_BY_HPA not in manifest["metadata"]["annotations"]
 
 
 def test_each_version_selects_only_its_own_pods() -> None:
@@ -263,9 +280,52 @@ def test_service_exposes_the_monitor_port_with_drift_monitoring() -> None:
     assert {"name": "monitor", "port": 8081, "targetPort": "monitor"} in ports
 
 
+def test_service_exposes_no_monitor_write_port() -> None:
+    """Anyone who reaches the Service could fake drift (and trigger retraining) through
+    POST /samples: only the monitor's read port is exposed, and the samples port, bound
+    to the pod's loopback, is neither a container port nor a Service port."""
+    body = inferenceservice_body(monitoring=DRIFT)
+    manifest = deployment(body)
+    monitor = containers(manifest)["monitor"]
+    samples_port = parse_monitor_args(monitor["args"]).samples_port
+    assert samples_port != parse_monitor_args(monitor["args"]).port
+    server_args = parse_server_args(containers(manifest)["server"]["args"])
+    assert server_args.monitor_url == f"http://127.0.0.1:{samples_port}"
+    declared = {p["containerPort"] for c in containers(manifest).values() for p in c["ports"]}
+    assert samples_port not in declared
+    service = build_service(inferenceservice(body), body, settings())
+    named = {
+        p["name"]: p["containerPort"] for c in containers(manifest).values() for p in c["ports"]
+    }
+    for port in service["spec"]["ports"]:
+        assert port["port"] != samples_port
+        assert named[port["targetPort"]] != samples_port
+
+
+def test_server_readiness_does_not_depend_on_the_monitor() -> None:
+    """A pod is Ready only when all its containers are: the monitor has no probe, so a
+    failing monitor never takes serving out of the Service; the server's readiness is
+    its own /v2/health/ready, which looks at the model alone."""
+    manifest = deployment(inferenceservice_body(monitoring=DRIFT))
+    server, monitor = containers(manifest)["server"], containers(manifest)["monitor"]
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert probe not in monitor
+        assert server[probe]["httpGet"]["port"] == 8080
+    assert server["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+
+
+def test_termination_grace_covers_the_servers_drain_and_grace() -> None:
+    manifest = deployment()
+    parsed = parse_server_args(containers(manifest)["server"]["args"])
+    grace = manifest["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert parsed.drain_seconds > 0
+    assert parsed.drain_seconds + parsed.grace_seconds < grace
+
+
 def test_hpa_scales_the_serving_deployment_on_cpu() -> None:
     body = inferenceservice_body(
-        autoscaling={"minReplicas": 2, "maxReplicas": 10, "targetCPUUtilizationPercentage": 70}
+        autoscaling={"minReplicas": 2, "maxReplicas": 10, "targetCPUUtilizationPercentage": 70},
+        resources={"limits": {"cpu": "500m"}},
     )
     hpa = build_hpa(inferenceservice(body), body, 4)
     assert hpa is not None

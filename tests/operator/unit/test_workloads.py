@@ -29,6 +29,13 @@ def test_default_storage_claim_uses_the_configured_size_and_class() -> None:
     assert claim["spec"]["storageClassName"] == "fast"
 
 
+def test_default_storage_claim_can_be_read_write_many_for_multi_node_clusters() -> None:
+    claim = build_storage_claim(
+        "mlplane-artifacts", NAMESPACE, settings(storage_pvc_access_mode="ReadWriteMany")
+    )
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
 def test_default_storage_claim_uses_the_default_class_when_none_is_configured() -> None:
     claim = build_storage_claim("mlplane-artifacts", NAMESPACE, settings())
     assert "storageClassName" not in claim["spec"]

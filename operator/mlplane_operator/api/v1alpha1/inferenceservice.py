@@ -216,6 +216,13 @@ class Monitoring(KubeModel):
     """Create a Prometheus Operator ServiceMonitor for the server and monitor metrics."""
 
 
+def _has_cpu(resources: ResourceRequirements | None) -> bool:
+    """A CPU request, given or defaulted from the limit as Kubernetes does."""
+    if resources is None:
+        return False
+    return "cpu" in (resources.requests or {}) or "cpu" in (resources.limits or {})
+
+
 class InferenceServiceSpec(KubeModel):
     """What to serve and how: a model version (pinned, or following a stage), its
     capacity, how new versions roll out, and monitoring."""
@@ -235,6 +242,16 @@ class InferenceServiceSpec(KubeModel):
             check=lambda s: s.replicas is None or s.autoscaling is None,
             field_path=".autoscaling",
             reason="FieldValueForbidden",
+        ),
+        Rule(
+            cel="!has(self.autoscaling) || (has(self.resources) && ("
+            "(has(self.resources.requests) && 'cpu' in self.resources.requests) || "
+            "(has(self.resources.limits) && 'cpu' in self.resources.limits)))",
+            message="spec.autoscaling needs spec.resources.requests.cpu: the "
+            "HorizontalPodAutoscaler scales on CPU utilization, a percentage of the request",
+            check=lambda s: s.autoscaling is None or _has_cpu(s.resources),
+            field_path=".resources",
+            reason="FieldValueRequired",
         ),
     )
 
