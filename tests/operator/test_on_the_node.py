@@ -55,6 +55,19 @@ def infer_through(address: str, model: str) -> tuple[int, dict[str, Any]]:
         return error.code, {}
 
 
+def train_v2(namespace: str) -> None:
+    """A new spec for the iris TrainingJob (another estimator): v2, straight to Production."""
+    apply(
+        namespace,
+        training_job(
+            "iris",
+            "iris",
+            registration={"stage": "Production"},
+            estimator={"class": "DecisionTreeClassifier", "params": {"max_depth": 3}},
+        ),
+    )
+
+
 @pytest.fixture
 def other_namespace(kube_api: client.ApiClient, op_namespace: str) -> Iterator[str]:
     """A namespace the operator does not watch, for a client application."""
@@ -175,15 +188,7 @@ def test_a_canary_at_one_of_four_replicas_gets_a_quarter_of_the_services_traffic
     wait_serving(kube_api, ns, "iris", 1)
     eventually(lambda: len(serving_pods(kube_api, ns, "iris", 1)) == 4, timeout=120,
                what="four stable pods")  # fmt: skip
-    apply(
-        ns,
-        training_job(
-            "iris",
-            "iris",
-            registration={"stage": "Production"},
-            estimator={"class": "DecisionTreeClassifier", "params": {"max_depth": 3}},
-        ),
-    )
+    train_v2(ns)
     wait_for(
         kube_api,
         ns,
@@ -313,15 +318,7 @@ def test_autoscaled_rollouts_start_at_the_current_capacity_and_never_drop_it(
     sampler = threading.Thread(target=watch_capacity, daemon=True)
     sampler.start()
     try:
-        apply(
-            ns,
-            training_job(
-                "iris",
-                "iris",
-                registration={"stage": "Production"},
-                estimator={"class": "DecisionTreeClassifier", "params": {"max_depth": 3}},
-            ),
-        )
+        train_v2(ns)
         for name in services:
             wait_serving(kube_api, ns, name, 2, timeout=300)
             eventually(lambda n=name: len(serving_pods(kube_api, ns, n, 2)) == 2, timeout=120,
@@ -374,15 +371,7 @@ def test_a_rolling_update_through_the_service_loses_no_request(
         worker.start()
     try:
         time.sleep(2)
-        apply(
-            ns,
-            training_job(
-                "iris",
-                "iris",
-                registration={"stage": "Production"},
-                estimator={"class": "DecisionTreeClassifier", "params": {"max_depth": 3}},
-            ),
-        )
+        train_v2(ns)
         wait_serving(kube_api, ns, "iris", 2, timeout=300)
         eventually(lambda: not serving_pods(kube_api, ns, "iris", 1), timeout=120,
                    what="the v1 pods to go")  # fmt: skip
