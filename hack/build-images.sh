@@ -6,7 +6,8 @@
 #   hack/build-images.sh           # both
 #
 # Each image is tagged by a hash of its inputs, so an unchanged image is neither built nor
-# pushed again. The references (by digest) are written to $MLPLANE_CLUSTER_DIR/images.env
+# pushed again. The references (by digest) are written to $MLPLANE_IMAGES_ENV
+# (default $MLPLANE_CLUSTER_DIR/images.env)
 # (IMAGE_<NAME>=registry/repository@sha256:...), which the cluster, the demo and the tests
 # read. The registry (hack/cluster.py starts it) must be running.
 #
@@ -22,7 +23,7 @@ source "$(dirname "$0")/versions.sh"
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cluster_dir=${MLPLANE_CLUSTER_DIR:-$repo/.cluster}
 registry=${MLPLANE_REGISTRY:-127.0.0.1:${MLPLANE_REGISTRY_PORT:-5000}}
-images_env="$cluster_dir/images.env"
+images_env=${MLPLANE_IMAGES_ENV:-$cluster_dir/images.env}
 
 log() { printf '[build-images] %s\n' "$*" >&2; }
 

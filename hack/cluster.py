@@ -35,6 +35,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("MLPLANE_CLUSTER_DIR", REPO / ".cluster"))
+# Where hack/build-images.sh records the image digests. A second checkout can share the
+# running cluster with its own images: MLPLANE_CLUSTER_DIR=<first>/.cluster and its own
+# MLPLANE_IMAGES_ENV.
+IMAGES_ENV = Path(os.environ.get("MLPLANE_IMAGES_ENV", STATE / "images.env"))
 PKI = STATE / "pki"
 PIDS = STATE / "pids"
 LOGS = STATE / "logs"
@@ -404,7 +408,7 @@ def sandbox_image() -> str:
 
 def images() -> dict[str, str]:
     """The image references hack/build-images.sh recorded (NAME=registry/repo@digest)."""
-    path = STATE / "images.env"
+    path = IMAGES_ENV
     if not path.exists():
         return {}
     lines = [line for line in path.read_text().splitlines() if "=" in line]

@@ -27,7 +27,7 @@ RELEASE=mlplane
 SYSTEM_NS=mlplane-system
 NS=${MLPLANE_DEMO_NAMESPACE:-mlplane-demo}
 image() {  # the reference hack/build-images.sh recorded for an image: registry/repo@digest
-  sed -n "s/^IMAGE_$1=//p" "$CLUSTER_DIR/images.env" 2>/dev/null
+  sed -n "s/^IMAGE_$1=//p" "${MLPLANE_IMAGES_ENV:-$CLUSTER_DIR/images.env}" 2>/dev/null
 }
 TIMEOUT=${MLPLANE_DEMO_TIMEOUT:-180}
 MODEL=iris

@@ -20,6 +20,7 @@ CACHE = Path(
 BIN = Path(os.environ.get("MLPLANE_BIN_DIR", CACHE / "bin"))
 CLUSTER_DIR = Path(os.environ.get("MLPLANE_CLUSTER_DIR", REPO / ".cluster"))
 KUBECONFIG = CLUSTER_DIR / "kubeconfig"
+IMAGES_ENV = Path(os.environ.get("MLPLANE_IMAGES_ENV", CLUSTER_DIR / "images.env"))
 
 T = TypeVar("T")
 
@@ -36,11 +37,11 @@ KUBE_VERSION = os.environ.get("KUBE_VERSION") or _pinned_kube_version()
 def image(name: str) -> str:
     """The reference (registry/repository@digest) of an image hack/build-images.sh pushed
     to the local cluster's registry: OPERATOR, RUNTIME, PAUSE, COREDNS, METRICS_SERVER."""
-    for line in (CLUSTER_DIR / "images.env").read_text().splitlines():
+    for line in IMAGES_ENV.read_text().splitlines():
         key, _, value = line.partition("=")
         if key == f"IMAGE_{name}":
             return value
-    raise AssertionError(f"no IMAGE_{name} in {CLUSTER_DIR / 'images.env'}: is the cluster up?")
+    raise AssertionError(f"no IMAGE_{name} in {IMAGES_ENV}: is the cluster up?")
 
 
 def kubectl(
