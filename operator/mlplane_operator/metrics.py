@@ -39,6 +39,14 @@ RETRAINS = Counter(
     registry=REGISTRY,
 )
 
+API_REQUESTS = Counter(
+    "mlplane_operator_api_requests",
+    "Requests to the API server (Kopf's own not counted), by verb and resource; a watch "
+    "counts once, when it starts.",
+    ["verb", "resource"],
+    registry=REGISTRY,
+)
+
 
 @contextmanager
 def reconcile_timer(kind: str) -> Iterator[None]:

@@ -1,29 +1,48 @@
-"""Periodic, level-based resync without Kopf timers.
+"""The work queue: reconcile each object when something about it changed or when it
+is due, from the watch-fed caches; a slow full resync only as a safety net.
 
 Kopf's timers put a finalizer on every object they serve, so nothing could be deleted
 once the operator is uninstalled (or its Role is gone with a namespace being deleted).
-Instead, one background thread lists each kind every few seconds and reconciles every
-object: canary steps, drift polls and schedules are time-driven, and a missed watch
-event is healed on the next pass. With several replicas, only the peer Kopf keeps
-active (the highest live priority in the peering object) resyncs.
+Instead, a queue of due times drives the reconcilers: a watch event of an object or of
+one of its children puts the object at the front; after each pass, the object's
+time-driven work (policies.due: schedules, TTLs, canary steps, drift polls) puts it
+back at its due time; a failed pass comes back with exponential back-off. Every
+`resync_seconds` (5 minutes by default), every cached object is queued once, spread
+over the period, so a missed event is healed without a burst.
+
+Level-based and idempotent: a key is reconciled by one worker at a time, always on the
+latest state (reconcilers.locks), and losing the queue (SIGKILL) loses nothing: on
+start every object is queued. With several replicas, only the peer Kopf keeps active
+(the highest live priority in the peering object) reconciles; a peer that becomes
+active queues every object, since it dropped the work of its passive time.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import logging
+import random
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from mlplane_operator import kube
+from mlplane_operator import kube, labels
+from mlplane_operator.cache import DueQueue, watched
+from mlplane_operator.policies.due import seconds_until_due
 from mlplane_operator.settings import OperatorSettings
+
+__all__ = ["Controller", "Reconciler", "active_peer", "backoff_seconds", "owners", "watched"]
 
 log = logging.getLogger(__name__)
 Reconciler = Callable[[dict[str, Any], OperatorSettings], None]
+Key = tuple[str, str, str]  # (kind, namespace, name)
+PEERING_SECONDS = 5.0  # how long a look at the peering object is trusted
+MAX_BACKOFF = 300.0
+WORKERS = 8
+CACHE_SYNC_SECONDS = 30
 
 
 def active_peer(peering: dict[str, Any] | None, own_priority: int, now: datetime) -> bool:
@@ -39,30 +58,189 @@ def active_peer(peering: dict[str, Any] | None, own_priority: int, now: datetime
     return True
 
 
-def watched(namespace: str, patterns: list[str]) -> bool:
-    return not patterns or any(fnmatch.fnmatchcase(namespace, p) for p in patterns)
+def backoff_seconds(failures: int) -> float:
+    """1, 2, 4, … seconds after consecutive failed passes, at most MAX_BACKOFF (pure)."""
+    return float(min(MAX_BACKOFF, 2 ** max(0, failures - 1)))
 
 
-class Resync(threading.Thread):
+def owners(
+    kind: str, obj: dict[str, Any], job_owner: Callable[[str, str], Key | None]
+) -> list[Key]:
+    """The mlplane objects whose pass reads `obj`, a child of kind `kind` (pure but for
+    `job_owner`, which finds the owner of a Job by namespace and name)."""
+    metadata = obj.get("metadata") or {}
+    namespace = metadata.get("namespace", "")
+    found: list[Key] = []
+    if kind in ("TrainingJob", "ModelVersion", "InferenceService"):
+        found.append((kind, namespace, metadata["name"]))
+    if kind == "Job":
+        for ref in metadata.get("ownerReferences") or []:
+            if ref.get("kind") in ("TrainingJob", "ModelVersion") and ref.get("controller"):
+                found.append((ref["kind"], namespace, ref["name"]))
+    child_labels = metadata.get("labels") or {}
+    if kind == "Pod" and "batch.kubernetes.io/job-name" in child_labels:
+        owner = job_owner(namespace, child_labels["batch.kubernetes.io/job-name"])
+        if owner is not None:
+            found.append(owner)
+    if kind != "InferenceService" and labels.INFERENCE_SERVICE in child_labels:
+        found.append(("InferenceService", namespace, child_labels[labels.INFERENCE_SERVICE]))
+    if kind == "ModelVersion":
+        # A version's stage or verification decides what an InferenceService serves.
+        model = (obj.get("spec") or {}).get("model")
+        found += [("InferenceService", namespace, name) for name in _serving(namespace, model)]
+    return found
+
+
+_servers_of_model: dict[tuple[str, str], set[str]] = {}  # (namespace, model) -> isvcs
+_servers_guard = threading.Lock()
+
+
+def _serving(namespace: str, model: str | None) -> list[str]:
+    with _servers_guard:
+        return sorted(_servers_of_model.get((namespace, model or ""), ()))
+
+
+def _remember_model(obj: dict[str, Any], event: str) -> None:
+    metadata, spec = obj.get("metadata") or {}, obj.get("spec") or {}
+    key = (metadata.get("namespace", ""), str(spec.get("model", "")))
+    with _servers_guard:
+        for names in _servers_of_model.values():
+            names.discard(metadata["name"])
+        if event != "DELETED":
+            _servers_of_model.setdefault(key, set()).add(metadata["name"])
+
+
+class Controller:
     def __init__(
         self, kinds: dict[str, Reconciler], settings: OperatorSettings, priority: int
     ) -> None:
-        super().__init__(name="mlplane-resync", daemon=True)
         self.kinds, self.settings, self.priority = kinds, settings, priority
+        self.queue = DueQueue()
         self.stopping = threading.Event()
+        self.failures: dict[Key, int] = {}
+        self._peering_seen = (-PEERING_SECONDS, True)
+        self._was_active = True
+        self._threads: list[threading.Thread] = []
 
-    def run(self) -> None:
-        while not self.stopping.wait(self.settings.resync_seconds):
-            try:
-                if self._active():
-                    self.resync_once()
-            except Exception:  # a pass that fails must not end the loop
-                log.exception("resync pass failed")
+    # --- life cycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        kube.start_informers(self.settings.watch_namespaces, self.on_event)
+        if not kube.wait_for_caches(timeout=CACHE_SYNC_SECONDS):
+            # A cache that cannot list (no watch right on a kind, say) reads through to
+            # the API server until it can: slower, never wrong.
+            log.warning("not every cache listed within %d s; reading through meanwhile",
+                        CACHE_SYNC_SECONDS)  # fmt: skip
+        self.resync_all(spread=0.0)  # nothing is known to be done: everything, now
+        for number in range(WORKERS):
+            self._spawn(self._work, f"mlplane-worker-{number}")
+        self._spawn(self._safety_net, "mlplane-resync")
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
 
     def stop(self) -> None:
         self.stopping.set()
+        self.queue.close()
+        kube.stop_informers()
+
+    # --- queueing ----------------------------------------------------------------------
+
+    def enqueue(self, kind: str, namespace: str, name: str, delay: float = 0.0) -> None:
+        if kind in self.kinds and watched(namespace, self.settings.watch_namespaces):
+            self.queue.add((kind, namespace, name), time.monotonic() + delay)
+
+    def on_event(self, kind: str, event: str, obj: dict[str, Any]) -> None:
+        """A cache saw a change: queue every object whose pass reads it."""
+        if kind == "InferenceService":
+            _remember_model(obj, event)
+        if event == "LISTED":  # the start (or a relist) queues every object itself
+            return
+        for owner in owners(kind, obj, self._job_owner):
+            self.enqueue(*owner)
+
+    @staticmethod
+    def _job_owner(namespace: str, name: str) -> Key | None:
+        job = kube.cached_get("Job", namespace, name)
+        for ref in ((job or {}).get("metadata") or {}).get("ownerReferences") or []:
+            if ref.get("kind") in ("TrainingJob", "ModelVersion") and ref.get("controller"):
+                return (ref["kind"], namespace, ref["name"])
+        return None
+
+    def resync_all(self, spread: float) -> int:
+        """Queue every cached object once, due evenly over the next `spread` seconds."""
+        keys = [
+            (kind, obj["metadata"]["namespace"], obj["metadata"]["name"])
+            for kind in self.kinds
+            for obj in kube.cached_all(kind)
+        ]
+        random.shuffle(keys)
+        now = time.monotonic()
+        for index, key in enumerate(keys):
+            self.queue.add(key, now + spread * index / max(1, len(keys)))
+        return len(keys)
+
+    def _safety_net(self) -> None:
+        period = self.settings.resync_seconds
+        while not self.stopping.wait(period):
+            try:
+                log.info("safety-net resync of %d objects", self.resync_all(spread=period))
+            except Exception:  # a pass that fails must not end the loop
+                log.exception("safety-net resync failed")
+
+    # --- work --------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while not self.stopping.is_set():
+            key = self.queue.wait(time.monotonic(), time.monotonic)
+            if key is None:
+                return
+            try:
+                self._process(key)
+            finally:
+                self.queue.done(key)
+
+    def _process(self, key: Key) -> None:
+        kind, namespace, name = key
+        if not self._active():
+            return  # the active peer does it; we queue everything if we become it
+        body = kube.cached_get(kind, namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            self.failures.pop(key, None)
+            return
+        try:
+            self.kinds[kind](body, self.settings)
+        except Exception as error:
+            failures = self.failures[key] = self.failures.get(key, 0) + 1
+            delay = backoff_seconds(failures)
+            if isinstance(error, kube.TransientError):
+                log.info("%s %s/%s: %s; again in %.0f s", kind, namespace, name, error, delay)
+            else:
+                log.exception("reconcile of %s %s/%s failed; again in %.0f s",
+                              kind, namespace, name, delay)  # fmt: skip
+            self.enqueue(kind, namespace, name, delay)
+            return
+        self.failures.pop(key, None)
+        latest = kube.cached_get(kind, namespace, name) or body
+        due = seconds_until_due(kind, latest, datetime.now(UTC), self.settings.poll_seconds)
+        if due is not None:
+            self.enqueue(kind, namespace, name, due)
 
     def _active(self) -> bool:
+        """Whether this peer should reconcile (looked up at most every few seconds)."""
+        seen_at, active = self._peering_seen
+        if time.monotonic() - seen_at < PEERING_SECONDS:
+            return active
+        active = self._look_up_peering()
+        self._peering_seen = (time.monotonic(), active)
+        if active and not self._was_active:
+            self.resync_all(spread=0.0)
+        self._was_active = active
+        return active
+
+    def _look_up_peering(self) -> bool:
         if not self.settings.peering:
             return True
         namespaces = self.settings.watch_namespaces
@@ -76,28 +254,3 @@ class Resync(threading.Thread):
         except ApiException:
             return True  # cannot tell: reconciling twice is safe, missing time is not
         return active_peer(peering, self.priority, datetime.now(UTC))
-
-    def resync_once(self) -> None:
-        for kind, reconcile in self.kinds.items():
-            for body in self._objects(kind):
-                if self.stopping.is_set():
-                    return
-                if body["metadata"].get("deletionTimestamp"):
-                    continue
-                try:
-                    reconcile(body, self.settings)
-                except Exception:
-                    log.exception(
-                        "resync of %s %s/%s failed",
-                        kind,
-                        body["metadata"]["namespace"],
-                        body["metadata"]["name"],
-                    )
-
-    def _objects(self, kind: str) -> list[dict[str, Any]]:
-        patterns = self.settings.watch_namespaces
-        if patterns and not any(set(p) & set("*?[") for p in patterns):
-            return [obj for namespace in patterns for obj in kube.list_(kind, namespace)]
-        return [
-            obj for obj in kube.list_all(kind) if watched(obj["metadata"]["namespace"], patterns)
-        ]

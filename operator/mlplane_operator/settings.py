@@ -76,7 +76,16 @@ class OperatorSettings(BaseSettings):
         f"{MAX_RUN_HISTORY}: a longer history could never be written).",
     )
     resync_seconds: float = Field(
-        default=5.0, gt=0, description="How often every object is reconciled without an event."
+        default=300.0,
+        gt=0,
+        description="The safety net: how often every object is reconciled without an event "
+        "(spread over the period). Changes and due work do not wait for it.",
+    )
+    poll_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often an object with time-driven work in progress (a rollout, drift "
+        "detection) is reconciled.",
     )
     serving_port: int = Field(default=8080, ge=1, le=65535)
     monitor_port: int = Field(

@@ -50,7 +50,8 @@ class OperatorProcess:
             **os.environ,
             "KUBECONFIG": self.kubeconfig,
             "MLPLANE_WATCH_NAMESPACES": "op-*",
-            "MLPLANE_RUNTIME_IMAGE": image("RUNTIME"),
+            # A test on the control plane alone (no node, no images) names its own.
+            "MLPLANE_RUNTIME_IMAGE": self.settings.get("MLPLANE_RUNTIME_IMAGE") or image("RUNTIME"),
             "MLPLANE_METRICS_PORT": str(_free_port()),
             "MLPLANE_HEALTH_PORT": str(self.health_port),
             **self.settings,

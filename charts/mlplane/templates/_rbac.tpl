@@ -53,10 +53,11 @@ each watched namespace. No wildcards: every resource and verb is named with the 
   resources: [services]
   verbs: [get, list, watch, create, patch, update]
 # Serving is Ready only when the InferenceService's Service has a ready endpoint: the
-# operator lists the Service's EndpointSlices (kubernetes.io/service-name=<name>).
+# operator watches the EndpointSlices of its Services (into its cache; they carry the
+# Service's mlplane.io/inferenceservice label) and reads kubernetes.io/service-name=<name>.
 - apiGroups: [discovery.k8s.io]
   resources: [endpointslices]
-  verbs: [list]
+  verbs: [list, watch]
 # The default artifacts claim (storage.uri pvc://...), created once per namespace when
 # storage.pvc.create is on; never listed, changed or deleted (it holds the models).
 - apiGroups: [""]

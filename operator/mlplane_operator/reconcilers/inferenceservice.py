@@ -54,7 +54,7 @@ def _read_pods(body: Manifest, settings: OperatorSettings) -> Readings:
         return {}
     pods = [
         pod
-        for pod in kube.list_("Pod", isvc.namespace, {labels.INFERENCE_SERVICE: isvc.name})
+        for pod in kube.cached_list("Pod", isvc.namespace, {labels.INFERENCE_SERVICE: isvc.name})
         if (pod.get("status") or {}).get("podIP")
         and _pod_ready(pod)
         and not pod["metadata"].get("deletionTimestamp")
@@ -106,7 +106,9 @@ class _Reconcile:
         isvc = self.isvc
         deployments = {
             int(d["metadata"]["labels"][labels.VERSION]): d
-            for d in kube.list_("Deployment", isvc.namespace, {labels.INFERENCE_SERVICE: isvc.name})
+            for d in kube.cached_list(
+                "Deployment", isvc.namespace, {labels.INFERENCE_SERVICE: isvc.name}
+            )
             if labels.VERSION in d["metadata"].get("labels", {})
         }
         if self.serving is not None and self.serving not in deployments:
@@ -117,7 +119,7 @@ class _Reconcile:
         if refused is not None:
             self._stall(*refused)  # the running Deployments stay as they are: no outage
             return
-        kube.apply(serving.build_service(isvc, self.body, self.settings))
+        kube.apply_if_changed(serving.build_service(isvc, self.body, self.settings))
         total = self._total_replicas()
 
         if target is not None:
@@ -148,8 +150,8 @@ class _Reconcile:
         if self.serving is not None:
             hpa = serving.build_hpa(isvc, self.body, self.serving)
             if hpa is not None:
-                kube.apply(hpa)
-            elif kube.get("HorizontalPodAutoscaler", isvc.namespace, isvc.name) is not None:
+                kube.apply_if_changed(hpa)
+            elif kube.cached_get("HorizontalPodAutoscaler", isvc.namespace, isvc.name) is not None:
                 kube.delete("HorizontalPodAutoscaler", isvc.namespace, isvc.name)
             self._service_monitor()
         self._drift()
@@ -161,7 +163,7 @@ class _Reconcile:
         spec = self.isvc.spec
         candidates = self.versions = [
             ModelVersion.from_body(mv)
-            for mv in kube.list_("ModelVersion", self.isvc.namespace)
+            for mv in kube.cached_list("ModelVersion", self.isvc.namespace)
             if mv["spec"].get("model") == spec.model
         ]
         if spec.version is not None:
@@ -242,7 +244,7 @@ class _Reconcile:
                 kube.hand_replicas_to_hpa(self.isvc.namespace, live["metadata"]["name"], count)
         elif by_hpa:
             by_hpa = False  # a first Deployment: created with a count, handed over next pass
-        return kube.apply(
+        return kube.apply_if_changed(
             serving.build_deployment(
                 self.isvc,
                 self.body,
@@ -604,7 +606,7 @@ class _Reconcile:
 
     def _write_status(self) -> None:
         isvc, generation = self.isvc, self.isvc.metadata.get("generation", 1)
-        pods = kube.list_("Pod", isvc.namespace, {labels.INFERENCE_SERVICE: isvc.name})
+        pods = kube.cached_list("Pod", isvc.namespace, {labels.INFERENCE_SERVICE: isvc.name})
         live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
         ready = sum(1 for p in live if _pod_ready(p))
         serving_ready = sum(
@@ -669,7 +671,7 @@ class _Reconcile:
         kube.write_status_if_changed(self.body, status)
 
     def _service_has_endpoints(self) -> bool:
-        slices = kube.list_(
+        slices = kube.cached_list(
             "EndpointSlice", self.isvc.namespace, {"kubernetes.io/service-name": self.isvc.name}
         )
         return any(

@@ -2,7 +2,9 @@
 
 Kopf's event handlers, the events of children and the periodic resync may fire together,
 and registration must never run twice at once; a body delivered with an event may also
-be older than a status this operator just wrote, so each pass re-reads the object.
+be older than a status this operator just wrote, so each pass re-reads the object: from
+the cache first (which has this process's own writes), from the API server after a
+Conflict (someone else wrote meanwhile, and the cache may not have it yet).
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ def reconcile_latest(
     metadata = body["metadata"]
     with lock, metrics.reconcile_timer(kind):
         for attempt in range(CONFLICT_ATTEMPTS):
-            latest = kube.get(kind, metadata["namespace"], metadata["name"])
+            read = kube.cached_get if attempt == 0 else kube.get
+            latest = read(kind, metadata["namespace"], metadata["name"])
             if latest is None:
                 return
             try:

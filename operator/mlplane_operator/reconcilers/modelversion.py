@@ -97,7 +97,7 @@ def _verification(
     if mv.status.verified is not None:  # the spec that was verified is immutable
         decided = mv.status.verified_time
         return mv.status.verified, mv.status.message or "", _iso(decided) if decided else None
-    job = kube.get("Job", mv.namespace, verification_job_name(mv))
+    job = kube.cached_get("Job", mv.namespace, verification_job_name(mv))
     if job is None:
         ledger.record_used(mv.spec.model, mv.namespace, mv.spec.version)
         kube.create(build_verification_job(mv, body, settings))
@@ -106,6 +106,7 @@ def _verification(
     run = job_policy.observe_job(job)
     if run.outcome == job_policy.RUNNING:
         return None, "a verification Job is checking the artifact", None
+    # From the API server: the pod's cache may lag the Job's completion.
     pods = kube.list_("Pod", mv.namespace, {"batch.kubernetes.io/job-name": run.name})
     pods.sort(key=lambda p: p["metadata"].get("creationTimestamp", ""))
     message = job_policy.trainer_message(pods[-1] if pods else None, container="verifier")

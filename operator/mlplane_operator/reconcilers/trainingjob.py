@@ -9,6 +9,7 @@ names are deterministic and a run's version is found again by its label.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 SCHEDULE_TIME = f"{labels.PREFIX}/schedule-time"
 RESUMED = f"{labels.PREFIX}/resumed"  # on a training Job created again for a lost run
 MAX_REGISTRATION_ATTEMPTS = 20
+CLAIM_SEEN_SECONDS = 60.0  # a claim deleted by a person is created again after this
+_claims_seen: dict[tuple[str, str], float] = {}  # (namespace, claim) -> when it existed
 RECORDED = (policy.SUCCEEDED, policy.FAILED, RunOutcome.CANCELLED.value)  # final outcomes
 
 
@@ -44,7 +47,7 @@ def _reconcile(body: Manifest, settings: OperatorSettings) -> None:
     uid = tj.metadata["uid"]
     jobs = [
         job
-        for job in kube.list_("Job", tj.namespace, {labels.TRAINING_JOB: tj.name})
+        for job in kube.cached_list("Job", tj.namespace, {labels.TRAINING_JOB: tj.name})
         if any(ref.get("uid") == uid for ref in job["metadata"].get("ownerReferences") or [])
         and not job["metadata"].get("deletionTimestamp")  # superseded or collected
     ]
@@ -62,7 +65,13 @@ def _reconcile(body: Manifest, settings: OperatorSettings) -> None:
 
     active = [run for run in observed if run.outcome == policy.RUNNING]
     active_run = active[0].name if active else None
-    lost = policy.lost_runs(list(history.values()), {run.name for run in observed})
+    lost = [
+        run
+        for run in policy.lost_runs(list(history.values()), {run.name for run in observed})
+        # The cache may not have a Job created a moment ago (by another replica, say):
+        # only a Job the API server does not have either is lost.
+        if kube.get("Job", tj.namespace, run.name) is None
+    ]
     for lost_run in lost:
         history[lost_run.name] = _resume(tj, body, lost_run, settings)
         active_run = active_run or lost_run.name
@@ -208,7 +217,7 @@ def _supersede_pending_runs(
     for run in observed:
         if run.outcome != policy.RUNNING or not 0 < run.generation < generation:
             continue
-        pods = kube.list_("Pod", tj.namespace, {"batch.kubernetes.io/job-name": run.name})
+        pods = kube.cached_list("Pod", tj.namespace, {"batch.kubernetes.io/job-name": run.name})
         phases = [(pod.get("status") or {}).get("phase", "Pending") for pod in pods]
         if not policy.superseded(run, generation, phases):
             continue
@@ -267,8 +276,12 @@ def _ensure_default_storage(tj: TrainingJob, settings: OperatorSettings) -> None
         return
     if default_claims[0] not in claims_of(storage_uri(tj, settings)):
         return
+    key = (tj.namespace, default_claims[0])
+    if time.monotonic() - _claims_seen.get(key, -CLAIM_SEEN_SECONDS) < CLAIM_SEEN_SECONDS:
+        return  # seen a moment ago: not one GET per run when a thousand runs start
     if kube.get("PersistentVolumeClaim", tj.namespace, default_claims[0]) is None:
         kube.create(build_storage_claim(default_claims[0], tj.namespace, settings))
+    _claims_seen[key] = time.monotonic()
 
 
 def _record(
@@ -335,6 +348,8 @@ def _failed(body: Manifest, record: TrainingRun, reason: str, text: str) -> Trai
 
 
 def _run_pod(namespace: str, job: str, succeeded: bool) -> Manifest | None:
+    """The pod with a finished run's result, read from the API server: the pod's cache
+    may not yet have the termination message the Job's completion was decided on."""
     pods = kube.list_("Pod", namespace, {"batch.kubernetes.io/job-name": job})
     wanted = "Succeeded" if succeeded else "Failed"
     matching = [p for p in pods if (p.get("status") or {}).get("phase") == wanted] or pods
