@@ -23,6 +23,7 @@ import logging
 import random
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -87,27 +88,39 @@ def owners(
     if kind == "ModelVersion":
         # A version's stage or verification decides what an InferenceService serves.
         model = (obj.get("spec") or {}).get("model")
-        found += [("InferenceService", namespace, name) for name in _serving(namespace, model)]
+        found += [
+            ("InferenceService", namespace, name) for name in SERVERS.serving(namespace, model)
+        ]
     return found
 
 
-_servers_of_model: dict[tuple[str, str], set[str]] = {}  # (namespace, model) -> isvcs
-_servers_guard = threading.Lock()
+class ServersOfModel:
+    """Which InferenceServices serve each model, by namespace: a ModelVersion's stage or
+    verification decides what they serve, so its events queue them (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._model_of: dict[tuple[str, str], str] = {}  # (namespace, isvc) -> model
+        self._servers: defaultdict[tuple[str, str], set[str]] = defaultdict(set)
+
+    def remember(self, obj: dict[str, Any], event: str) -> None:
+        metadata, spec = obj.get("metadata") or {}, obj.get("spec") or {}
+        namespace, name = metadata.get("namespace", ""), metadata["name"]
+        with self._guard:
+            before = self._model_of.pop((namespace, name), None)
+            if before is not None:
+                self._servers[(namespace, before)].discard(name)
+            if event != "DELETED":
+                model = str(spec.get("model", ""))
+                self._model_of[(namespace, name)] = model
+                self._servers[(namespace, model)].add(name)
+
+    def serving(self, namespace: str, model: str | None) -> list[str]:
+        with self._guard:
+            return sorted(self._servers.get((namespace, model or ""), ()))
 
 
-def _serving(namespace: str, model: str | None) -> list[str]:
-    with _servers_guard:
-        return sorted(_servers_of_model.get((namespace, model or ""), ()))
-
-
-def _remember_model(obj: dict[str, Any], event: str) -> None:
-    metadata, spec = obj.get("metadata") or {}, obj.get("spec") or {}
-    key = (metadata.get("namespace", ""), str(spec.get("model", "")))
-    with _servers_guard:
-        for names in _servers_of_model.values():
-            names.discard(metadata["name"])
-        if event != "DELETED":
-            _servers_of_model.setdefault(key, set()).add(metadata["name"])
+SERVERS = ServersOfModel()
 
 
 class Controller:
@@ -155,7 +168,7 @@ class Controller:
     def on_event(self, kind: str, event: str, obj: dict[str, Any]) -> None:
         """A cache saw a change: queue every object whose pass reads it."""
         if kind == "InferenceService":
-            _remember_model(obj, event)
+            SERVERS.remember(obj, event)
         if event == "LISTED":  # the start (or a relist) queues every object itself
             return
         for owner in owners(kind, obj, self._job_owner):

@@ -16,7 +16,7 @@ from mlplane_operator.cache import (
     without_pod_spec,
 )
 from mlplane_operator.policies.due import seconds_until_due
-from mlplane_operator.resync import backoff_seconds, owners
+from mlplane_operator.resync import ServersOfModel, backoff_seconds, owners
 
 
 def obj(name: str, rv: str = "1", namespace: str = "ns", **labels: str) -> dict[str, Any]:
@@ -195,6 +195,27 @@ def test_child_events_queue_their_owners() -> None:
     assert owners("EndpointSlice", slice_, lambda ns, name: None) == [
         ("InferenceService", "ns", "is")
     ]
+
+
+def isvc(namespace: str, name: str, model: str) -> dict[str, Any]:
+    return {"metadata": {"namespace": namespace, "name": name}, "spec": {"model": model}}
+
+
+def test_a_model_versions_events_reach_only_the_servers_of_that_model_in_its_namespace() -> None:
+    servers = ServersOfModel()
+    servers.remember(isvc("a", "iris", "iris"), "ADDED")
+    servers.remember(isvc("b", "iris", "iris"), "ADDED")
+    servers.remember(isvc("b", "other", "iris"), "ADDED")
+    # The same name deleted in another namespace (a finished test, a removed tenant)
+    # must not make namespace a's server deaf to its versions.
+    servers.remember(isvc("b", "iris", "iris"), "DELETED")
+    assert servers.serving("a", "iris") == ["iris"]
+    assert servers.serving("b", "iris") == ["other"]
+    # A server switched to another model follows it.
+    servers.remember(isvc("a", "iris", "flowers"), "MODIFIED")
+    assert servers.serving("a", "iris") == []
+    assert servers.serving("a", "flowers") == ["iris"]
+    assert servers.serving("a", None) == []
 
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
