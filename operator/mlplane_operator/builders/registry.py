@@ -58,6 +58,9 @@ def build_model_version(
     }
     if artifact.get("sizeBytes") is not None:
         model_spec["artifact"]["sizeBytes"] = artifact["sizeBytes"]
+    if spec.s3_credentials_secret and str(artifact["uri"]).startswith("s3://"):
+        # What wrote the artifact reads it: verification and serving use the same Secret.
+        model_spec["s3CredentialsSecret"] = spec.s3_credentials_secret
     signature = result.get("signature")
     if isinstance(signature, dict) and "inputs" in signature and "outputs" in signature:
         model_spec["signature"] = signature  # not the placeholder of a shortened result

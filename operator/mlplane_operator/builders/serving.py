@@ -59,7 +59,11 @@ def build_deployment(
     uses_s3 = any((uri or "").startswith("s3://") for uri in uris)
     s3_vars, env_from = s3_env(
         settings.s3_endpoint if uses_s3 else None,
-        settings.s3_secret_for(spec.image) if uses_s3 else None,  # the runtime image only
+        # The version's own Secret (what wrote the artifact) or the platform's, and only
+        # for the runtime image: whoever names an image here did not name that Secret.
+        (mv.spec.s3_credentials_secret or settings.s3_secret)
+        if uses_s3 and (spec.image or settings.runtime_image) == settings.runtime_image
+        else None,
     )
     image = spec.image or settings.runtime_image
     args = [

@@ -41,7 +41,9 @@ def build_verification_job(
     volumes, mounts = storage_volumes(claims_of(artifact.uri), read_only=True)
     env, env_from = s3_env(
         settings.s3_endpoint if artifact.uri.startswith("s3://") else None,
-        settings.s3_secret if artifact.uri.startswith("s3://") else None,
+        (mv.spec.s3_credentials_secret or settings.s3_secret)
+        if artifact.uri.startswith("s3://")
+        else None,
     )
     container: Manifest = {
         "name": "verifier",

@@ -31,6 +31,26 @@ def image_refusal(image: str | None, settings: OperatorSettings) -> str | None:
     )
 
 
+def serving_credentials_refusal(
+    image: str | None, uses_s3: bool, version_secret: str | None, settings: OperatorSettings
+) -> str | None:
+    """Why an image of an InferenceService's own could not read an s3:// version."""
+    if not uses_s3 or effective_image(image, settings) == settings.runtime_image:
+        return None
+    if not (version_secret or settings.s3_secret):
+        return None  # no credentials anywhere: the bucket must be readable without
+    whose = (
+        "the ModelVersion's spec.s3CredentialsSecret"
+        if version_secret
+        else ("the platform's S3 credentials (MLPLANE_S3_SECRET)")
+    )
+    return (
+        f"spec.image {effective_image(image, settings)!r} does not receive {whose}, only "
+        f"the runtime image {settings.runtime_image} does; use the runtime image (no "
+        "spec.image) to serve an s3:// version"
+    )
+
+
 def credentials_refusal(
     image: str | None, uses_s3: bool, own_secret: str | None, settings: OperatorSettings
 ) -> str | None:

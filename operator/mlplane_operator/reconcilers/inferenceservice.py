@@ -194,7 +194,9 @@ class _Reconcile:
         uses_s3 = any(
             (uri or "").startswith("s3://") for uri in (target.spec.artifact.uri, baseline)
         )
-        refused = images.credentials_refusal(image, uses_s3, None, self.settings)
+        refused = images.serving_credentials_refusal(
+            image, uses_s3, target.spec.s3_credentials_secret, self.settings
+        )
         return ("NoCredentials", refused) if refused else None
 
     def _stall(self, reason: str, message: str) -> None:

@@ -4,7 +4,11 @@ image, and MLPLANE_ALLOWED_IMAGES bounds which images a resource may run."""
 from __future__ import annotations
 
 from mlplane_operator.builders.training import Run, build_training_job
-from mlplane_operator.policies.images import credentials_refusal, image_refusal
+from mlplane_operator.policies.images import (
+    credentials_refusal,
+    image_refusal,
+    serving_credentials_refusal,
+)
 from tests.operator.unit.objects import (
     IMAGE,
     S3_SECRET,
@@ -45,6 +49,15 @@ def test_a_custom_image_on_s3_storage_is_refused_naming_the_field_and_the_way_ou
     assert credentials_refusal(OTHER, True, "mine", settings()) is None
     assert credentials_refusal(OTHER, False, None, settings()) is None
     assert credentials_refusal(None, True, None, settings()) is None
+
+
+def test_a_custom_serving_image_of_an_s3_version_with_its_own_secret_is_refused() -> None:
+    message = serving_credentials_refusal(OTHER, True, "team-a-s3", settings(s3_secret=None))
+    assert message is not None
+    assert message.startswith(f"spec.image {OTHER!r} does not receive the ModelVersion's")
+    assert "spec.s3CredentialsSecret" in message
+    assert serving_credentials_refusal(None, True, "team-a-s3", settings()) is None
+    assert serving_credentials_refusal(OTHER, True, None, settings(s3_secret=None)) is None
 
 
 def test_allowed_images_bound_spec_image_and_always_allow_the_runtime_image() -> None:

@@ -99,6 +99,19 @@ def test_file_dataset_lineage_keeps_uri_and_sha256() -> None:
     ModelVersion.model_validate(mv)
 
 
+def test_a_run_with_credentials_of_its_own_records_them_on_its_s3_version() -> None:
+    body = trainingjob_body(
+        output={"storageUri": "s3://team-a/iris"}, s3CredentialsSecret="team-a-s3"
+    )
+    result = trainer_result("iris-7")
+    result["artifact"]["uri"] = "s3://team-a/iris/iris-7/model.onnx"
+    mv = build(body, result)
+    assert mv["spec"]["s3CredentialsSecret"] == "team-a-s3"
+    ModelVersion.model_validate(mv)
+    # A pvc:// artifact needs no S3 Secret, so none is recorded.
+    assert "s3CredentialsSecret" not in build(body)["spec"]
+
+
 def test_lineage_has_no_dataset_when_the_trainer_reported_none() -> None:
     result = trainer_result("iris-7")
     del result["dataset"]

@@ -215,6 +215,18 @@ def test_an_image_named_by_the_inference_service_never_gets_the_platform_s3_secr
     assert "envFrom" not in server
 
 
+def test_the_runtime_image_serves_a_version_with_the_credentials_that_wrote_it() -> None:
+    mv = modelversion_body(uri="s3://team-a/iris/model.onnx")
+    mv["spec"]["baseline"]["uri"] = "s3://team-a/iris/profile.json"
+    mv["spec"]["s3CredentialsSecret"] = "team-a-s3"
+    manifest = deployment(inferenceservice_body(monitoring=DRIFT), mv)
+    for container in containers(manifest).values():
+        assert container["envFrom"] == [{"secretRef": {"name": "team-a-s3"}}]
+    # An image the InferenceService names gets neither the version's nor the platform's.
+    custom = deployment(inferenceservice_body(image="docker.io/someone/anything:1"), mv)
+    assert "envFrom" not in containers(custom)["server"]
+
+
 def test_pvc_artifact_gets_no_s3_settings() -> None:
     server = containers(deployment())["server"]
     assert "AWS_ENDPOINT_URL" not in env_of(server)

@@ -78,6 +78,13 @@ def test_s3_artifact_gets_endpoint_and_credentials_and_no_claim() -> None:
     assert claim_volumes(job["spec"]["template"]["spec"]) == {}
 
 
+def test_a_version_with_credentials_of_its_own_is_verified_with_them() -> None:
+    body = modelversion_body(uri="s3://team-a/churn/model.onnx")
+    body["spec"]["s3CredentialsSecret"] = "team-a-s3"
+    container = verifier(build(body))
+    assert container["envFrom"] == [{"secretRef": {"name": "team-a-s3"}}]
+
+
 def test_pvc_artifact_gets_no_s3_settings() -> None:
     container = verifier(build())
     assert "AWS_ENDPOINT_URL" not in env_of(container)

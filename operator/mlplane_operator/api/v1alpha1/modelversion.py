@@ -170,6 +170,7 @@ class ModelVersionSpec(KubeModel):
         _immutable("metrics", required=False),
         _immutable("lineage", required=False),
         _immutable("baseline", required=False),
+        _immutable("s3CredentialsSecret", required=False),
     )
 
     model: ModelName
@@ -189,6 +190,12 @@ class ModelVersionSpec(KubeModel):
     baseline: Baseline | None = None
     """The training-data profile (uri and SHA-256) that drift detection compares live
     requests with."""
+    s3_credentials_secret: ObjectName | None = None
+    """A Secret in this namespace (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optionally
+    AWS_ENDPOINT_URL, AWS_REGION) that reads the s3:// artifact and baseline: the
+    TrainingJob's spec.s3CredentialsSecret, recorded at registration. Verification and
+    the runtime image's serving pods use it; without it, the platform's credentials.
+    Immutable."""
     stage: Stage = Stage.NONE
     """The registry stage: None, Staging, Production or Archived. The only mutable field:
     promoting a version to Production archives the previous Production version."""
