@@ -43,14 +43,16 @@ registry_digest() {
 
 # Push localhost/repository:tag unless the registry has it; record its digest as NAME.
 publish() {
-  local name=$1 repository=$2 tag=$3 digest
+  local name=$1 repository=$2 tag=$3 digest digest_file
   digest=$(registry_digest "$repository" "$tag")
   if [ -z "$digest" ]; then
     log "pushing $registry/$repository:$tag"
-    buildah push --quiet --tls-verify=false --digestfile "$cluster_dir/.digest" \
+    # A file of its own: two checkouts sharing a cluster may push at the same time.
+    digest_file=$(mktemp)
+    buildah push --quiet --tls-verify=false --digestfile "$digest_file" \
       "localhost/$repository:$tag" "docker://$registry/$repository:$tag"
-    digest=$(cat "$cluster_dir/.digest")
-    rm -f "$cluster_dir/.digest"
+    digest=$(cat "$digest_file")
+    rm -f "$digest_file"
   fi
   sed -i "/^IMAGE_$name=/d" "$images_env"
   echo "IMAGE_$name=$registry/$repository@$digest" >>"$images_env"
