@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -159,6 +160,20 @@ def test_queue_wait_wakes_for_a_new_key_and_on_close() -> None:
     queue.close()
     closer.join(5)
     assert got == ["a", None]
+
+
+def test_cached_objects_share_their_keys_and_short_strings() -> None:
+    store = Store()
+    for name in ("a", "b"):
+        # Decoded separately, as two watch events are: equal strings, distinct objects.
+        store.upsert(json.loads(json.dumps(obj(name, app="iris"))))
+    first, second = store.get("ns", "a"), store.get("ns", "b")
+    assert first is not None
+    assert second is not None
+    assert first == obj("a", app="iris")
+    key_of = {id(key) for key in first["metadata"]} & {id(key) for key in second["metadata"]}
+    assert len(key_of) == len(first["metadata"])
+    assert first["metadata"]["namespace"] is second["metadata"]["namespace"]
 
 
 def test_backoff_doubles_and_is_bounded() -> None:
