@@ -17,11 +17,13 @@ from typing import Any
 
 import kopf
 
+from mlplane_operator import kube
 from mlplane_operator.api.v1alpha1 import GROUP, VERSION
 from mlplane_operator.reconcilers import inferenceservice, modelversion, trainingjob
 from mlplane_operator.resync import Controller, Reconciler
 from mlplane_operator.settings import get_settings
 
+log = logging.getLogger(__name__)
 RECONCILERS: dict[str, Reconciler] = {
     "TrainingJob": trainingjob.reconcile,
     "ModelVersion": modelversion.reconcile,
@@ -51,6 +53,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 def stop_controller(**_: Any) -> None:
     for controller in _controller:
         controller.stop()
+    if not kube.flush_events(timeout=10):  # what a pass said before SIGTERM is not lost
+        log.warning("stopped with Events not yet posted")
 
 
 def _register(kind: str) -> None:

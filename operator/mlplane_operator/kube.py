@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -306,8 +308,9 @@ def error_message(error: ApiException) -> str:
 
 
 def post_event(regarding: Manifest, event_type: str, reason: str, message: str) -> None:
-    """A core/v1 Event on `regarding`, shown by `kubectl describe`. Never raises: an
-    event that cannot be written must not fail a reconcile."""
+    """A core/v1 Event on `regarding`, shown by `kubectl describe`. Never raises and never
+    waits: like client-go's recorder, a background thread posts it, so a reconcile does
+    not spend a round trip on it, and one that cannot be written fails nothing."""
     metadata = regarding["metadata"]
     event = {
         "apiVersion": "v1",
@@ -329,10 +332,61 @@ def post_event(regarding: Manifest, event_type: str, reason: str, message: str) 
         "lastTimestamp": _now(),
         "count": 1,
     }
-    try:
-        _call("POST", f"/api/v1/namespaces/{metadata['namespace']}/events", body=event)
-    except ApiException as error:
-        log.warning("could not post event %s on %s: %s", reason, metadata["name"], error.reason)
+    _events.record(event)
+
+
+class EventRecorder:
+    """Posts Events from a bounded queue on a thread of its own. When the queue is full
+    (the API server is far behind), an Event is dropped, counted and logged: Events are
+    best-effort in Kubernetes, and the status says the same."""
+
+    def __init__(self, post: Callable[[Manifest], None], capacity: int = 1000) -> None:
+        self._post = post
+        self._queue: queue.Queue[Manifest] = queue.Queue(capacity)
+        self._started = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def record(self, event: Manifest) -> None:
+        with self._started:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="events", daemon=True)
+                self._thread.start()
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            metrics.EVENTS_DROPPED.inc()
+            log.warning("event queue full; dropped %s on %s", event["reason"],
+                        event["involvedObject"]["name"])  # fmt: skip
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every recorded Event was posted (at shutdown); whether they were."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return not self._queue.unfinished_tasks
+
+    def _run(self) -> None:
+        while True:
+            event = self._queue.get()
+            try:
+                self._post(event)
+            except Exception as error:  # a refused Event must not end the recorder
+                metrics.EVENTS_DROPPED.inc()
+                log.warning("could not post event %s on %s: %s", event["reason"],
+                            event["involvedObject"]["name"], error)  # fmt: skip
+            finally:
+                self._queue.task_done()
+
+
+def _post_event(event: Manifest) -> None:
+    _call("POST", f"/api/v1/namespaces/{event['metadata']['namespace']}/events", body=event)
+
+
+_events = EventRecorder(_post_event)
+
+
+def flush_events(timeout: float = 10) -> bool:
+    return _events.flush(timeout)
 
 
 def _now() -> str:

@@ -47,6 +47,13 @@ API_REQUESTS = Counter(
     registry=REGISTRY,
 )
 
+EVENTS_DROPPED = Counter(
+    "mlplane_operator_events_dropped",
+    "Kubernetes Events not posted because the recorder's queue was full or the API "
+    "server refused them.",
+    registry=REGISTRY,
+)
+
 
 @contextmanager
 def reconcile_timer(kind: str) -> Iterator[None]:

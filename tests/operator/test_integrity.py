@@ -35,6 +35,15 @@ def _last_version(version: int) -> Any:
     return lambda tj: succeeded(tj) and tj["status"].get("lastVersion") == version
 
 
+def _reasons(api: client.ApiClient, namespace: str, name: str) -> set[str]:
+    """The reasons of the Events on `name` so far (the operator posts them in the
+    background, so a test waits for them as for a status)."""
+    events = client.CoreV1Api(api).list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name}"
+    )
+    return {e.reason for e in events.items}
+
+
 def _warnings(api: client.ApiClient, namespace: str, name: str, reason: str) -> list[Any]:
     events = client.CoreV1Api(api).list_namespaced_event(
         namespace, field_selector=f"involvedObject.name={name}"
@@ -216,10 +225,7 @@ def test_a_run_whose_job_is_deleted_while_the_operator_is_down_is_resumed_and_re
     tj = wait_for(kube_api, ns, "trainingjobs", "iris", _last_version(1), "iris-v1")
     (run,) = tj["status"]["runs"]
     assert (run["name"], run["message"]) == ("iris-1", "registered iris-v1")
-    events = client.CoreV1Api(kube_api).list_namespaced_event(
-        ns, field_selector="involvedObject.name=iris"
-    )
-    assert "RunResumed" in {e.reason for e in events.items}
+    eventually(lambda: "RunResumed" in _reasons(kube_api, ns, "iris"), what="the RunResumed Event")
     assert [mv["metadata"]["name"] for mv in model_versions(kube_api, ns, "iris")] == ["iris-v1"]
 
 
@@ -300,8 +306,9 @@ def test_a_new_spec_cancels_an_older_run_stuck_pending_and_runs_itself(
     assert runs["iris-1"]["message"] == "superseded by generation 2 before it started"
     assert (runs["iris-2"]["outcome"], runs["iris-2"]["generation"]) == ("Succeeded", 2)
     assert tj["status"]["phase"] == "Succeeded"
-    events = core.list_namespaced_event(ns, field_selector="involvedObject.name=iris")
-    assert "RunSuperseded" in {e.reason for e in events.items}
+    eventually(
+        lambda: "RunSuperseded" in _reasons(kube_api, ns, "iris"), what="the RunSuperseded Event"
+    )
     eventually(
         lambda: not core.list_namespaced_pod(ns, label_selector="mlplane.io/run=iris-1").items,
         what="the cancelled run's pod to go",

@@ -162,11 +162,15 @@ def test_a_trainer_over_its_memory_limit_is_reported_oom_killed_with_the_limit(
     assert "OOMKilled" in message, message
     assert "48Mi" in message, message
     assert "OOMKilled" in condition(tj, "Stalled")["message"]
-    events = client.CoreV1Api(kube_api).list_namespaced_event(
-        ns, field_selector="involvedObject.name=hungry,reason=OOMKilled"
+    events = eventually(
+        lambda: (
+            client.CoreV1Api(kube_api)
+            .list_namespaced_event(ns, field_selector="involvedObject.name=hungry,reason=OOMKilled")
+            .items
+        ),
+        what="an OOMKilled Event on the TrainingJob",
     )
-    assert events.items, "no OOMKilled Event on the TrainingJob"
-    assert "48Mi" in events.items[0].message
+    assert "48Mi" in events[0].message
 
 
 def test_a_canary_at_one_of_four_replicas_gets_a_quarter_of_the_services_traffic(
