@@ -261,7 +261,7 @@ def ensure_forwarding() -> None:
 
 def remove_node_network() -> None:
     """Undo what the node left in the host's iptables: kube-proxy's and the kubelet's
-    chains (KUBE-*), the CNI plugins' (CNI-*) and the pods' isolation rule."""
+    chains (KUBE-*) and the CNI plugins' (CNI-*)."""
     if (BIN / "kube-proxy").exists():
         subprocess.run([str(BIN / "kube-proxy"), "--cleanup"], capture_output=True, check=False)
     for table in ("nat", "filter", "mangle"):
@@ -273,8 +273,6 @@ def remove_node_network() -> None:
         kept = [line for line in rules.splitlines() if "CNI-" not in line and "KUBE-" not in line]
         subprocess.run(["iptables-restore", "-T", table], input="\n".join(kept) + "\n",
                        text=True, capture_output=True, check=False)  # fmt: skip
-    while not subprocess.run(["iptables", "-D", *ISOLATION_RULE], capture_output=True).returncode:
-        pass
 
 
 def unmount_below(root: Path) -> None:
@@ -835,12 +833,18 @@ def kill_containers() -> None:
 
 
 def down() -> None:
+    # A control plane alone (MLPLANE_START_NODE=0, beside another cluster's node) never
+    # wrote a node config: the host's kube-proxy and CNI rules are that node's, not ours.
+    had_node = (STATE / "config" / "containerd.toml").exists()
     kill_containers()
     # Reverse order: the node first, then the control plane.
     for name in reversed(COMPONENT_NAMES):
         stop(name)
-    kill_containers()
-    remove_node_network()
+    if had_node:
+        kill_containers()
+        remove_node_network()
+    while not subprocess.run(["iptables", "-D", *ISOLATION_RULE], capture_output=True).returncode:
+        pass  # this cluster's own, for its pod CIDR (ensure_forwarding added it)
     unmount_below(STATE)
     unmount_below(RUN)
     remove_bridge()
