@@ -341,3 +341,60 @@ def test_autoscaled_rollouts_start_at_the_current_capacity_and_never_drop_it(
         assert deployment.spec.replicas == 2
         assert deployment.metadata.annotations["mlplane.io/replicas-by-hpa"] == "true"
         assert len(serving_pods(kube_api, ns, name, 2)) == 2
+
+
+def test_a_rolling_update_through_the_service_loses_no_request(
+    kube_api: client.ApiClient, op_namespace: str
+) -> None:
+    """Clients keep sending through the Service while v2 replaces v1: the old pods drain
+    (readiness false, still serving) while kube-proxy takes them out of rotation."""
+    ns = op_namespace
+    apply(
+        ns,
+        training_job("iris", "iris", registration={"stage": "Production"}),
+        inference_service("iris", "iris", replicas=2),
+    )
+    wait_serving(kube_api, ns, "iris", 1)
+    eventually(lambda: len(serving_pods(kube_api, ns, "iris", 1)) == 2, timeout=120,
+               what="two v1 pods")  # fmt: skip
+    address = cluster_ip(kube_api, ns, "iris")
+    outcomes: Counter[str] = Counter()
+    stop = threading.Event()
+
+    def clients() -> None:
+        deadline = time.monotonic() + 300
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                code, body = infer_through(address, "iris")
+                outcomes[f"{code} v{body.get('model_version')}"] += 1
+            except OSError as error:
+                outcomes[f"lost: {type(error).__name__}"] += 1
+
+    workers = [threading.Thread(target=clients, daemon=True) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    try:
+        time.sleep(2)
+        train_v2(ns)
+        wait_serving(kube_api, ns, "iris", 2, timeout=300)
+        eventually(lambda: not serving_pods(kube_api, ns, "iris", 1), timeout=120,
+                   what="the v1 pods to go")  # fmt: skip
+        eventually(
+            lambda: (
+                not client.CoreV1Api(kube_api)
+                # The server pods of v1 only: its verifier pod keeps the version label.
+                .list_namespaced_pod(ns, label_selector="mlplane.io/inferenceservice=iris,"
+                                     "mlplane.io/version=1")
+                .items
+            ),
+            timeout=120,
+            what="the v1 pods to be deleted",
+        )  # fmt: skip
+        time.sleep(3)  # traffic after the old pods are gone
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=30)
+    answered = {key: n for key, n in outcomes.items() if key.startswith("200")}
+    assert set(answered) == {"200 v1", "200 v2"}, outcomes
+    assert sum(answered.values()) == sum(outcomes.values()), outcomes  # nothing lost
