@@ -2,9 +2,11 @@
 read from the Job's termination message, QualityDegraded for the serving version.
 
 Level-based: each pass reads the evaluator Jobs, takes the newest finished one not yet
-read, and starts the Job of the current slot if there is none. Job names carry the slot,
-so two passes (or two replicas) never start one slot twice; a Job collected before it
-was read only means the next slot answers.
+read, deletes the finished ones before it (the status holds what they said; the newest
+stays for `kubectl logs`), and, while a version is served, starts the Job of the current
+slot if there is none. Job names carry the slot, so two passes (or two replicas) never
+start one slot twice; a Job collected before it was read only means the next slot
+answers.
 """
 
 from __future__ import annotations
@@ -53,9 +55,14 @@ def evaluate(
     newest = next((j for j in reversed(finished) if _window_end(j) > read_until), None)
     if newest is not None:
         _read(isvc, body, newest, current)
+    kept = _window_end(newest) if newest is not None else read_until
+    for job in finished:
+        if _window_end(job) < kept:
+            kube.delete("Job", isvc.namespace, job["metadata"]["name"])
     slot = policy.window_end(quality.interval_seconds, now)
     active = len(jobs) > len(finished)
-    if not active and slot > read_until and all(_window_end(j) != slot for j in jobs):
+    fresh = slot > read_until and all(_window_end(j) != slot for j in jobs)
+    if serving is not None and not active and fresh:
         kube.create(build_evaluation_job(isvc, body, slot, settings))
     if serving is not None:
         reading = next((r for r in current.readings if r["version"] == serving), None)

@@ -9,6 +9,7 @@ value that is not a number, is counted as unusable, never guessed at.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ class Joined:
     unmatched: int  # feedback ids with no logged prediction in the window
 
 
+@functools.lru_cache(maxsize=4096, typed=True)  # typed: True and 1 are other classes
 def label(value: Any) -> str:
     """A class label as a comparable string: 1, 1.0 and "1" are the same class."""
     if isinstance(value, bool):

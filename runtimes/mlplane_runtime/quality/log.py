@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -191,5 +192,5 @@ def read_feedback(root: str, start: float, end: float) -> dict[str, Truth]:
             table["id"].to_pylist(), table["truth"].to_pylist(), moments, strict=True
         ):
             if request_id not in by_id or by_id[request_id][0] <= moment:
-                by_id[request_id] = (moment, json.loads(truth))
+                by_id[request_id] = (moment, orjson.loads(truth))
     return {request_id: truth for request_id, (_, truth) in by_id.items()}
