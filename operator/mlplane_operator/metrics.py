@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -35,7 +35,13 @@ ROLLOUTS = Counter(
 )  # fmt: skip
 RETRAINS = Counter(
     "mlplane_operator_retrains_requested",
-    "Retrain requests sent because of drift.",
+    "Retrain requests sent because of drift or degraded quality.",
+    registry=REGISTRY,
+)
+QUALITY = Gauge(
+    "mlplane_operator_model_quality",
+    "Live quality of a served version: its metric over the latest evaluation window.",
+    ["namespace", "inferenceservice", "version", "metric"],
     registry=REGISTRY,
 )
 

@@ -241,3 +241,64 @@ def publish_directory(target_uri: str, files: dict[str, bytes], commit_file: str
                 f"{target_uri}: artifacts exist already; refusing to replace"
             ) from exc
         raise TransientError(f"{target_uri}: cannot write artifacts: {exc}") from exc
+
+
+def write_object(uri: str, data: bytes) -> None:
+    """Write one object whole, never half-visible: on a file system a hidden temporary
+    file renamed into place, on S3 one PUT. An existing object is replaced (callers
+    give every object a unique name)."""
+    location = parse_uri(uri)
+    if location.scheme == "http":
+        raise UserError(f"{uri}: cannot write to http(s) storage; use pvc://, s3://")
+    if location.scheme == "s3":
+        try:
+            _s3_client().put_object(Bucket=location.bucket, Key=location.key, Body=data)
+        except Exception as exc:
+            raise _s3_error(exc, location) from exc
+        return
+    assert location.path is not None
+    path = location.path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, staging = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(staging, 0o644)
+        os.replace(staging, path)
+    except OSError as exc:
+        raise TransientError(f"{uri}: cannot write {path}: {exc}") from exc
+
+
+def list_objects(prefix_uri: str) -> list[str]:
+    """The URIs of the objects below `prefix_uri` (recursively, sorted); hidden files
+    (a write in progress) are left out. A missing prefix holds nothing."""
+    location = parse_uri(prefix_uri)
+    if location.scheme == "http":
+        raise UserError(f"{prefix_uri}: cannot list http(s) storage; use pvc://, s3://")
+    base = prefix_uri.rstrip("/")
+    if location.scheme == "s3":
+        client = _s3_client()
+        prefix = location.key.rstrip("/") + "/" if location.key else ""
+        found: list[str] = []
+        try:
+            for page in client.get_paginator("list_objects_v2").paginate(
+                Bucket=location.bucket, Prefix=prefix
+            ):
+                for item in page.get("Contents") or []:
+                    relative = item["Key"][len(prefix) :]
+                    if not relative.rsplit("/", 1)[-1].startswith("."):
+                        found.append(f"{base}/{relative}")
+        except Exception as exc:
+            raise _s3_error(exc, location) from exc
+        return sorted(found)
+    assert location.path is not None
+    root = location.path
+    try:
+        files = [p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise TransientError(f"{prefix_uri}: cannot list {root}: {exc}") from exc
+    return sorted(f"{base}/{p.relative_to(root).as_posix()}" for p in files)

@@ -497,6 +497,22 @@ _INVALID: dict[str, tuple[Manifest, str]] = {
         "spec.monitoring.retrain.cooldownSeconds",
         ("spec.monitoring", {**DRIFT, "retrain": {"trainingJob": "iris", "cooldownSeconds": -1}}),
     ),
+    "isvc-quality-without-logging": _isvc(
+        "spec.monitoring.quality",
+        ("spec.monitoring", {"quality": {"metric": "accuracy", "threshold": 0.8}}),
+    ),
+    "isvc-quality-unknown-metric": _isvc(
+        "spec.monitoring.quality.metric",
+        ("spec.monitoring", {"logging": {}, "quality": {"metric": "auc", "threshold": 0.8}}),
+    ),
+    "isvc-logging-sample-rate-above-1": _isvc(
+        "spec.monitoring.logging.sampleRate",
+        ("spec.monitoring", {"logging": {"sampleRate": 1.5}}),
+    ),
+    "isvc-logging-to-https": _isvc(
+        "spec.monitoring.logging.storageUri",
+        ("spec.monitoring", {"logging": {"storageUri": "https://example.com/log"}}),
+    ),
     "isvc-threads-zero": _isvc("spec.threads", ("spec.threads", 0)),
     "isvc-name-not-dns-1035": _isvc("metadata.name", ("metadata.name", "1iris")),
 }

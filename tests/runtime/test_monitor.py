@@ -252,7 +252,7 @@ def test_sampling_never_blocks_when_the_queue_is_full() -> None:
     rows = np.zeros((3, 4), np.float32)
     started = time.perf_counter()
     for _ in range(5):
-        sampler.offer(rows, np.zeros(3))
+        sampler.offer(rows, np.zeros(3), "r", 0.0)
     assert time.perf_counter() - started < 0.05
     assert sampler.pending() == 2  # two requests of three rows fit
     assert sampler.dropped == 9  # the other three are dropped and counted
@@ -271,7 +271,7 @@ def test_sampling_never_blocks_when_the_monitor_hangs() -> None:
     worst = 0.0
     for _ in range(2000):
         started = time.perf_counter()
-        sampler.offer(rows, None)
+        sampler.offer(rows, None, "r", 0.0)
         worst = max(worst, time.perf_counter() - started)
     assert worst < 0.05
     assert sampler.dropped > 0
@@ -281,7 +281,7 @@ def test_sampling_never_blocks_when_the_monitor_hangs() -> None:
 
 def test_sample_rate_zero_sends_nothing() -> None:
     sampler = Sampler("http://127.0.0.1:9", rate=0.0)
-    sampler.offer(np.zeros((1, 4)), None)
+    sampler.offer(np.zeros((1, 4)), None, "r", 0.0)
     assert sampler.pending() == 0
 
 
@@ -336,13 +336,13 @@ def test_sampling_rate_falls_to_the_per_second_limit_under_load_and_recovers() -
     row = np.zeros((1, 4), np.float32)
     sampler._last_flush -= 1.0  # as if one interval of a second had passed
     for _ in range(1000):  # 1,000 rows/s offered at rate 1
-        sampler.offer(row, None)
+        sampler.offer(row, None, "r", 0.0)
     sampler.flush()  # nothing listens on port 9: the batch is dropped as send_failed
     assert sampler.effective_rate == pytest.approx(0.1, rel=0.05)
     assert metrics.REGISTRY.get_sample_value("mlplane_sample_rate") == sampler.effective_rate
     assert sampler.dropped == 1000
     for _ in range(10_000):
-        sampler.offer(row, None)
+        sampler.offer(row, None, "r", 0.0)
     kept = sampler.pending()
     assert 800 < kept < 1200  # about 100 rows/s of 10,000 offered at rate 0.1
     sampler._last_flush -= 1.0
@@ -355,8 +355,8 @@ def test_sampling_rate_falls_to_the_per_second_limit_under_load_and_recovers() -
 
 def test_sampler_never_raises_on_rows_of_another_shape() -> None:
     sampler = Sampler("http://127.0.0.1:9")
-    sampler.offer(np.zeros((1, 4), np.float32), np.zeros(1))
-    sampler.offer(np.zeros((1, 3), np.float32), np.zeros(1))
+    sampler.offer(np.zeros((1, 4), np.float32), np.zeros(1), "r", 0.0)
+    sampler.offer(np.zeros((1, 3), np.float32), np.zeros(1), "r", 0.0)
     sampler.flush()
     assert sampler.dropped == 2  # counted as unfit, and the sampler keeps going
 

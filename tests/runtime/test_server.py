@@ -109,7 +109,7 @@ def test_v2_output_selection_flat_data_and_version_path(server: Process) -> None
 def test_v1_predict_matches_onnx_runtime(server: Process, iris_model: TrainedModel) -> None:
     status, response = infer(server.url, {"instances": ROWS.tolist()}, "/v1/models/iris:predict")
     assert status == 200
-    assert response == {"predictions": reference(iris_model, ROWS)[0].tolist()}
+    assert response["predictions"] == reference(iris_model, ROWS)[0].tolist()
     assert get_json(server.url + "/v1/models/iris") == (200, {"name": "iris", "ready": True})
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from mlplane_operator import labels
 from mlplane_operator.api.v1alpha1 import InferenceService, ModelVersion
+from mlplane_operator.builders.quality import log_root
 from mlplane_operator.builders.workloads import (
+    PVC_ROOT,
     Manifest,
     child_metadata,
     claims_of,
@@ -54,8 +56,11 @@ def build_deployment(
     baseline = mv.spec.baseline
     drift = spec.monitoring.drift if spec.monitoring and drift_enabled(isvc) else None
     monitored = drift is not None and baseline is not None
-    uris = [artifact.uri, baseline.uri if monitored and baseline else None]
-    volumes, mounts = storage_volumes(claims_of(*uris), read_only=True)
+    logging = spec.monitoring.logging if spec.monitoring else None
+    root = log_root(isvc, settings)
+    baseline_uri = baseline.uri if monitored and baseline else None
+    uris = [artifact.uri, baseline_uri, root]
+    volumes, mounts, monitor_mounts = _volumes(artifact.uri, baseline_uri, root)
     uses_s3 = any((uri or "").startswith("s3://") for uri in uris)
     s3_vars, env_from = s3_env(
         settings.s3_endpoint if uses_s3 else None,
@@ -74,12 +79,18 @@ def build_deployment(
         f"--port={settings.serving_port}",
         f"--threads={spec.threads or 1}",
     ]
+    sidecar = monitored or logging is not None
+    if sidecar:
+        args.append(f"--monitor-url=http://127.0.0.1:{settings.monitor_samples_port}")
     if monitored and drift is not None:
         args += [
-            f"--monitor-url=http://127.0.0.1:{settings.monitor_samples_port}",
             f"--sample-rate={drift.sample_rate}",
             f"--max-samples-per-second={drift.max_samples_per_second}",
         ]
+    elif sidecar:
+        args.append("--sample-rate=0")  # no drift samples: the monitor has no baseline
+    if logging is not None:
+        args.append(f"--log-sample-rate={logging.sample_rate}")
     server: Manifest = {
         "name": "server",
         "image": image,
@@ -98,23 +109,34 @@ def build_deployment(
     if spec.resources:
         server["resources"] = spec.resources.to_json()
     containers = [server]
-    if monitored and drift is not None and baseline is not None:
+    if sidecar:
+        monitor_args = [
+            f"--port={settings.monitor_port}",
+            f"--samples-port={settings.monitor_samples_port}",  # loopback only
+        ]
+        if monitored and drift is not None and baseline is not None:
+            monitor_args += [
+                f"--baseline-uri={baseline.uri}",
+                f"--baseline-sha256={baseline.sha256}",
+                f"--method={drift.method.value}",
+                f"--threshold={drift.threshold}",
+                f"--min-samples={drift.min_samples}",
+            ]
+        if logging is not None:
+            monitor_args += [
+                f"--log-uri={root}",
+                f"--log-roll-seconds={logging.roll_seconds}",
+                f"--log-roll-rows={logging.roll_rows}",
+                f"--log-max-rows={max(100_000, logging.roll_rows)}",
+            ]
         monitor: Manifest = {
             "name": "monitor",
             "image": image,
             "command": ["mlplane-monitor"],
-            "args": [
-                f"--baseline-uri={baseline.uri}",
-                f"--baseline-sha256={baseline.sha256}",
-                f"--port={settings.monitor_port}",
-                f"--samples-port={settings.monitor_samples_port}",  # loopback only
-                f"--method={drift.method.value}",
-                f"--threshold={drift.threshold}",
-                f"--min-samples={drift.min_samples}",
-            ],
+            "args": monitor_args,
             "env": [{"name": "HOME", "value": "/tmp"}, *s3_vars],
             "ports": [{"name": "monitor", "containerPort": settings.monitor_port}],
-            "volumeMounts": mounts,
+            "volumeMounts": monitor_mounts,
             "securityContext": container_security_context(),
             # No probes: a pod is Ready only when every container is, so a readiness probe
             # here would take serving out of the Service whenever drift monitoring falters,
@@ -156,6 +178,26 @@ def build_deployment(
         "metadata": metadata,
         "spec": deployment_spec,
     }
+
+
+def _volumes(
+    artifact: str, baseline: str | None, root: str | None
+) -> tuple[list[Manifest], list[Manifest], list[Manifest]]:
+    """Volumes, the server's mounts and the monitor's: every claim is read-only but the
+    one the monitor writes the prediction log to (read-only for the server even then)."""
+    writable = claims_of(root)
+    claims = claims_of(artifact, baseline, root)
+    volumes, _ = storage_volumes(claims, read_only=True)
+    scratch = {"name": "tmp", "mountPath": "/tmp"}
+    server: list[Manifest] = [scratch]
+    monitor: list[Manifest] = [scratch]
+    for volume, claim in zip(volumes[1:], claims, strict=True):
+        read_only = claim not in writable
+        volume["persistentVolumeClaim"]["readOnly"] = read_only
+        mount: Manifest = {"name": volume["name"], "mountPath": f"{PVC_ROOT}/{claim}"}
+        server.append({**mount, "readOnly": True})
+        monitor.append({**mount, "readOnly": read_only})
+    return volumes, server, monitor
 
 
 def _probe(path: str, port: int, period: int, failures: int = 3) -> Manifest:

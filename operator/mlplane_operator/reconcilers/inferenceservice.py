@@ -1,8 +1,10 @@
-"""InferenceService → Deployments per version, one Service, HPA, rollouts, drift loop.
+"""InferenceService → Deployments per version, one Service, HPA, rollouts, drift and
+quality loops.
 
 Each call resolves the target ModelVersion (pinned, or the verified version in the
 followed stage), applies the children it owns by server-side apply, advances a rollout
-by at most one step, reads drift from the monitor sidecars, and writes the status once.
+by at most one step, reads drift from the monitor sidecars and live quality from the
+evaluation Jobs, and writes the status once.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from mlplane_operator import conditions, kube, labels, metrics
 from mlplane_operator.api.v1alpha1 import InferenceService, ModelVersion
 from mlplane_operator.builders import serving
 from mlplane_operator.policies import images, rollout
-from mlplane_operator.reconcilers import scrape
+from mlplane_operator.reconcilers import quality, scrape
 from mlplane_operator.reconcilers.locks import object_lock, reconcile_latest
 from mlplane_operator.settings import OperatorSettings
 
@@ -90,6 +92,7 @@ class _Reconcile:
         self.observed: list[conditions.Observed] = []
         self.blocked: str | None = None
         self.versions: list[ModelVersion] = []  # the model's versions, read once per pass
+        self.evaluation: quality.Evaluation | None = None
         self.deployments: dict[int, Manifest] = {}  # version -> its live Deployment
 
     # --- the pass ----------------------------------------------------------------------
@@ -155,6 +158,8 @@ class _Reconcile:
                 kube.delete("HorizontalPodAutoscaler", isvc.namespace, isvc.name)
             self._service_monitor()
         self._drift()
+        self.evaluation = quality.evaluate(isvc, self.body, self.serving, self.settings, self.now)
+        self._quality()
         self._write_status()
 
     # --- target ------------------------------------------------------------------------
@@ -509,9 +514,25 @@ class _Reconcile:
         self.observed.append(conditions.Observed("DriftDetected", "True", "DriftDetected", message))
         if not was:
             kube.post_event(self.body, "Warning", "DriftDetected", message)
-        self._request_retrain(message)
+        self._request_retrain(message, "DriftDetected")
 
-    def _request_retrain(self, why: str) -> None:
+    # --- quality -----------------------------------------------------------------------
+
+    def _quality(self) -> None:
+        evaluation = self.evaluation
+        if evaluation is None:
+            return
+        self.observed.extend(evaluation.observed)
+        if evaluation.degraded is None:
+            return
+        was = conditions.is_true(
+            [c.to_json() for c in self.isvc.status.conditions], "QualityDegraded"
+        )
+        if not was:
+            kube.post_event(self.body, "Warning", "QualityDegraded", evaluation.degraded)
+        self._request_retrain(evaluation.degraded, "QualityDegraded")
+
+    def _request_retrain(self, why: str, reason: str) -> None:
         retrain = self.isvc.spec.monitoring.retrain if self.isvc.spec.monitoring else None
         if retrain is None:
             return
@@ -536,7 +557,7 @@ class _Reconcile:
         self.isvc.status.last_retrain_time = self.now
         metrics.RETRAINS.inc()
         text = f"requested a run of TrainingJob {retrain.training_job}: {why}"
-        self.observed.append(conditions.Observed("RetrainRequested", "True", "DriftDetected", text))
+        self.observed.append(conditions.Observed("RetrainRequested", "True", reason, text))
         kube.post_event(self.body, "Normal", "RetrainRequested", text)
 
     # --- helpers -----------------------------------------------------------------------
@@ -664,6 +685,7 @@ class _Reconcile:
             "lastRetrainTime": _iso(isvc.status.last_retrain_time)
             if isvc.status.last_retrain_time
             else None,
+            **self._quality_status(),
             "conditions": conditions.merge_conditions(
                 [c.to_json() for c in isvc.status.conditions],
                 [*observed, *self.observed],
@@ -671,6 +693,16 @@ class _Reconcile:
             ),
         }
         kube.write_status_if_changed(self.body, status)
+
+    def _quality_status(self) -> Manifest:
+        evaluation = self.evaluation
+        if evaluation is None:
+            return {"quality": None, "lastEvaluationTime": None}
+        last = evaluation.last_evaluation
+        return {
+            "quality": evaluation.readings,
+            "lastEvaluationTime": _iso(last) if last else None,
+        }
 
     def _service_has_endpoints(self) -> bool:
         slices = kube.cached_list(

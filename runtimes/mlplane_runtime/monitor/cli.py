@@ -1,12 +1,20 @@
-"""`mlplane-monitor`: the drift sidecar.
+"""`mlplane-monitor`: the drift and prediction-log sidecar.
 
-    mlplane-monitor --baseline-uri URI [--baseline-sha256 HEX] [--host 0.0.0.0]
-                    [--port 8081] [--samples-port 8082] [--method psi|ks] [--threshold T]
-                    [--min-samples 100] [--window 1000] [limits as mlplane-serve's]
+    mlplane-monitor [--baseline-uri URI [--baseline-sha256 HEX]] [--log-uri ROOT]
+                    [--host 0.0.0.0] [--port 8081] [--samples-port 8082]
+                    [--method psi|ks] [--threshold T] [--min-samples 100] [--window 1000]
+                    [--log-roll-rows 10000] [--log-roll-seconds 60] [--log-max-rows 100000]
+                    [--final-wait-seconds 25] [limits as mlplane-serve's]
 
 `GET /drift`, `/metrics` and `/healthz` on `--host`:`--port` (the pod's address; the
-Service may expose it); `POST /samples` only on 127.0.0.1:`--samples-port`, where the
-pod's own server sends them: nothing outside the pod can fake drift.
+Service may expose it); `POST /samples`, `/predictions` and `/feedback` only on
+127.0.0.1:`--samples-port`, where the pod's own server sends them: nothing outside the
+pod can fake drift or labels. At least one of `--baseline-uri` (drift detection) and
+`--log-uri` (the prediction log, Parquet under ROOT, and feedback beside it) is needed.
+
+On SIGTERM with a prediction log, the monitor keeps taking rows until the server's
+final batch arrived (or `--final-wait-seconds` passed), then writes what it holds and
+exits: no logged row is lost to a rollout.
 
 Flags default to env vars ``MLPLANE_BASELINE_URI``, ``MLPLANE_BASELINE_SHA256``,
 ``MLPLANE_MONITOR_PORT``, ``MLPLANE_MONITOR_SAMPLES_PORT``, ``MLPLANE_DRIFT_METHOD``,
@@ -36,8 +44,9 @@ from mlplane_runtime.cli_support import (
 )
 from mlplane_runtime.errors import UserError
 from mlplane_runtime.httpserver import HttpServer, install_signal_handlers
-from mlplane_runtime.monitor.app import MonitorApp
+from mlplane_runtime.monitor.app import LOG_METRICS, MonitorApp
 from mlplane_runtime.monitor.drift import METHODS, DriftDetector
+from mlplane_runtime.monitor.predictionlog import PredictionLog
 from mlplane_runtime.storage import read_bytes
 
 log = logging.getLogger("mlplane.monitor")
@@ -68,10 +77,32 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--min-samples", type=int, default=int(env_default("MLPLANE_DRIFT_MIN_SAMPLES", "100"))
     )
     p.add_argument("--window", type=int, default=int(env_default("MLPLANE_DRIFT_WINDOW", "1000")))
+    p.add_argument("--log-uri", default=env_default("MLPLANE_LOG_URI"))
+    p.add_argument(
+        "--log-roll-rows", type=int, default=int(env_default("MLPLANE_LOG_ROLL_ROWS", "10000"))
+    )
+    p.add_argument(
+        "--log-roll-seconds",
+        type=float,
+        default=float(env_default("MLPLANE_LOG_ROLL_SECONDS", "60")),
+    )
+    p.add_argument(
+        "--log-max-rows", type=int, default=int(env_default("MLPLANE_LOG_MAX_ROWS", "100000"))
+    )
+    p.add_argument(
+        "--final-wait-seconds",
+        type=float,
+        default=float(env_default("MLPLANE_FINAL_WAIT_SECONDS", "25")),
+        help="after SIGTERM: how long to wait for the server's last logged rows (default 25)",
+    )
     add_limit_arguments(p)
     args: argparse.Namespace = p.parse_args(argv)
-    if not args.baseline_uri:
-        p.error("--baseline-uri (or MLPLANE_BASELINE_URI) is required")
+    if not args.baseline_uri and not args.log_uri:
+        p.error("--baseline-uri (drift) or --log-uri (prediction log) is required")
+    if args.log_roll_rows < 1 or args.log_roll_seconds <= 0 or args.final_wait_seconds < 0:
+        p.error("--log-roll-rows >= 1, --log-roll-seconds > 0, --final-wait-seconds >= 0")
+    if args.log_max_rows < args.log_roll_rows:
+        p.error("--log-max-rows must be >= --log-roll-rows")
     args.limits = limits_from_args(p, args)
     if args.samples_port == args.port:
         p.error("--samples-port must differ from --port")
@@ -91,16 +122,28 @@ def load_profile(uri: str, sha256: str) -> dict[str, Any]:
 
 
 async def run(args: argparse.Namespace) -> int:
-    detector = DriftDetector(
-        load_profile(args.baseline_uri, args.baseline_sha256),
-        method=args.method,
-        threshold=args.threshold,
-        min_samples=args.min_samples,
-        window=args.window,
-    )
+    detector = None
+    if args.baseline_uri:
+        detector = DriftDetector(
+            load_profile(args.baseline_uri, args.baseline_sha256),
+            method=args.method,
+            threshold=args.threshold,
+            min_samples=args.min_samples,
+            window=args.window,
+        )
+    prediction_log = None
+    if args.log_uri:
+        prediction_log = PredictionLog(
+            args.log_uri,
+            LOG_METRICS,
+            roll_rows=args.log_roll_rows,
+            roll_seconds=args.log_roll_seconds,
+            max_rows=args.log_max_rows,
+        )
+        prediction_log.start()
+    inside = MonitorApp(detector, prediction_log=prediction_log)
     samples = HttpServer(
-        MonitorApp(detector),
-        dataclasses.replace(args.limits, max_connections=SAMPLES_MAX_CONNECTIONS),
+        inside, dataclasses.replace(args.limits, max_connections=SAMPLES_MAX_CONNECTIONS)
     )
     samples_port = await samples.start(SAMPLES_HOST, args.samples_port)
     public = HttpServer(
@@ -108,22 +151,40 @@ async def run(args: argparse.Namespace) -> int:
         dataclasses.replace(args.limits, max_body_bytes=PUBLIC_MAX_BODY_BYTES),
     )
     port = await public.start(args.host, args.port)
-    log.info(
-        "monitoring %d features with %s (threshold %s): /drift and /metrics on %s:%d, "
-        "samples on %s:%d",
-        detector.n_features,
-        detector.method,
-        detector.threshold,
-        args.host,
-        port,
-        SAMPLES_HOST,
-        samples_port,
-    )
+    if detector is not None:
+        log.info(
+            "monitoring %d features with %s (threshold %s)",
+            detector.n_features,
+            detector.method,
+            detector.threshold,
+        )
+    if prediction_log is not None:
+        log.info("logging predictions and feedback under %s", args.log_uri)
+    log.info("/drift and /metrics on %s:%d", args.host, port)
+    log.info("samples, predictions and feedback on %s:%d", SAMPLES_HOST, samples_port)
     stop = asyncio.Event()
     install_signal_handlers(stop)
     await stop.wait()
+    if prediction_log is not None:
+        await _await_final_batch(inside, stop, args.final_wait_seconds)
     await asyncio.gather(public.shutdown(grace_seconds=5), samples.shutdown(grace_seconds=5))
+    if prediction_log is not None:
+        await asyncio.get_running_loop().run_in_executor(None, prediction_log.close)
+        log.info("prediction log closed")
     return 0
+
+
+async def _await_final_batch(app: MonitorApp, stop: asyncio.Event, seconds: float) -> None:
+    """After SIGTERM: keep taking rows until the server sent its last batch (it drains
+    and flushes after the same signal), `seconds` pass, or a second signal comes."""
+    log.info("SIGTERM: waiting up to %gs for the server's last logged rows", seconds)
+    stop.clear()
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not app.final_received and not stop.is_set():
+        if asyncio.get_running_loop().time() >= deadline:
+            log.warning("the server's final batch did not arrive within %gs", seconds)
+            return
+        await asyncio.sleep(0.05)
 
 
 def main(argv: list[str] | None = None) -> int:

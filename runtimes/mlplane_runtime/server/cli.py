@@ -7,6 +7,11 @@ Every flag has an environment variable: ``MLPLANE_`` and the flag in capitals
 With ``--monitor-url``, rows are sampled for the drift monitor at ``--sample-rate`` (a
 ceiling, default 1) and at most about ``--max-samples-per-second`` rows per second
 (default 200; 0 lifts the limit), so monitoring costs a busy server almost nothing.
+``--sample-rate 0`` sends no drift samples.
+
+With ``--monitor-url`` and ``--log-sample-rate`` (0 to 1), that share of requests is
+logged (rows, outputs, request id, time, version) through the monitor, which writes the
+prediction log, and ``POST /v2/models/{name}/feedback`` takes ground truth for them.
 
 The server listens at once (live), loads and verifies the artifact, and only then reports
 ready. On SIGTERM it reports not ready at once but serves on for ``--drain-seconds``, then
@@ -36,7 +41,7 @@ from mlplane_runtime.server import metrics
 from mlplane_runtime.server.dataplane import MAX_ROWS, DataPlane
 from mlplane_runtime.server.model import OnnxModel
 from mlplane_runtime.server.rest import OFFLOAD_ROWS, RestApp
-from mlplane_runtime.server.sampler import Sampler
+from mlplane_runtime.server.sampler import FeedbackForwarder, Sampler
 
 log = logging.getLogger("mlplane.serve")
 
@@ -86,6 +91,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=float,
         default=float(env_default("MLPLANE_MAX_SAMPLES_PER_SECOND", "200")),
     )
+    log_rate = env_default("MLPLANE_LOG_SAMPLE_RATE")
+    p.add_argument(
+        "--log-sample-rate",
+        type=float,
+        default=float(log_rate) if log_rate else None,
+        help="with --monitor-url: the share of requests to log for the quality loop (0 to 1)",
+    )
     p.add_argument(
         "--drain-seconds",
         type=float,
@@ -112,6 +124,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.limits = limits_from_args(p, args)
     if args.max_samples_per_second < 0:
         p.error("--max-samples-per-second must be >= 0 (0: no limit)")
+    if args.log_sample_rate is not None and (
+        not 0 <= args.log_sample_rate <= 1 or not args.monitor_url
+    ):
+        p.error("--log-sample-rate must be within 0..1 and needs --monitor-url")
     return args
 
 
@@ -119,17 +135,25 @@ async def serve(args: argparse.Namespace) -> int:
     model = OnnxModel(
         args.model_name, args.model_version, args.model_uri, args.sha256, args.threads
     )
-    sampler = None
-    if args.monitor_url:
-        try:
+    sampler = prediction_log = feedback = None
+    try:  # a ValueError is a bad --monitor-url
+        if args.monitor_url and args.sample_rate > 0:
             sampler = Sampler(
                 args.monitor_url,
                 rate=args.sample_rate,
                 max_per_second=args.max_samples_per_second,
             )
-        except ValueError as exc:  # a bad --monitor-url
-            raise UserError(str(exc)) from exc
-    plane = DataPlane(model, sampler, max_rows=args.max_rows)
+        if args.log_sample_rate is not None:
+            prediction_log = Sampler(
+                args.monitor_url,
+                rate=args.log_sample_rate,
+                path="/predictions",
+                version=args.model_version or "",
+            )
+            feedback = FeedbackForwarder(args.monitor_url)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    plane = DataPlane(model, sampler, args.max_rows, prediction_log, feedback)
     server = HttpServer(RestApp(plane, offload_rows=args.offload_rows), args.limits)
     port = await server.start(args.host, args.port)
     log.info("listening on %s:%d (live; loading %s)", args.host, port, args.model_uri)
@@ -144,14 +168,16 @@ async def serve(args: argparse.Namespace) -> int:
     metrics.MODEL_INFO.labels(model.name, model.version, model.sha256[:12]).set(1)
     metrics.MODEL_READY.set(1)
     log.info("ready: model %s version %r sha256 %s", model.name, model.version, model.sha256)
-    if sampler is not None:
-        sampler.start()
+    for channel in (sampler, prediction_log):
+        if channel is not None:
+            channel.start()
     await stop.wait()
     await drain(server, plane, stop, args.drain_seconds)
     log.info("closing: up to %gs for the requests in flight", args.grace_seconds)
     await server.shutdown(args.grace_seconds)
-    if sampler is not None:
-        sampler.stop()
+    for channel in (sampler, prediction_log):
+        if channel is not None:
+            channel.stop()  # the prediction log's last batch tells the monitor it is all in
     log.info("stopped")
     return 0
 

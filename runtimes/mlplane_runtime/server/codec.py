@@ -206,8 +206,15 @@ def encode_v2(
     return b"".join([text, *chunks]), len(text)
 
 
-def decode_v1(body: bytes) -> Array:
-    """KServe V1: {"instances": [[...], ...]} as a 2-D float32 array."""
+@dataclass(slots=True)
+class V1Request:
+    instances: Array  # 2-D float32
+    id: Any  # the client's "id", checked by the data plane
+
+
+def decode_v1(body: bytes) -> V1Request:
+    """KServe V1: {"instances": [[...], ...], "id": optional} with the instances as a 2-D
+    float32 array."""
     document = _object(parse_json(body), "the request")
     instances = document.get("instances")
     if not isinstance(instances, list) or not instances:
@@ -222,7 +229,7 @@ def decode_v1(body: bytes) -> Array:
         raise RequestError("'instances' must hold numbers")
     if array.ndim != 2:
         raise RequestError(f"'instances' must be a list of rows (2-D), got {array.ndim}-D")
-    return array.astype(np.float32, copy=False)
+    return V1Request(array.astype(np.float32, copy=False), document.get("id"))
 
 
 def to_list(array: Array) -> list[Any]:

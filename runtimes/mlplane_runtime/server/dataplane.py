@@ -1,7 +1,14 @@
-"""The data plane both protocols share: model lookup, input checks, predict, sampling."""
+"""The data plane both protocols share: model lookup, input checks, predict, sampling.
+
+Every inference answer carries a request id, the client's or one made here, so that
+ground truth sent later (`feedback`) can be joined with the logged prediction.
+"""
 
 from __future__ import annotations
 
+import itertools
+import secrets
+import time
 from typing import Any, Protocol
 
 import numpy as np
@@ -14,20 +21,64 @@ from mlplane_runtime.server.model import OnnxModel, TensorSpec
 
 
 class SampleSink(Protocol):
-    def offer(self, rows: Array, predictions: Array | None) -> None: ...
+    def offer(
+        self, rows: Array, predictions: Array | None, request_id: str, when: float
+    ) -> None: ...
+
+
+class FeedbackSink(Protocol):
+    def send(self, entries: list[dict[str, Any]]) -> None:
+        """Store the entries durably or raise RequestError (503)."""
 
 
 MAX_ROWS = 10_000  # per request (the --max-rows default): bounds the work of one request
+MAX_ID_LENGTH = 256  # a request id is logged with every row: bounded
+MAX_FEEDBACK = 10_000  # entries in one feedback request
+MAX_LABEL_LENGTH = 256  # a string truth value
+
+
+class RequestIds:
+    """Ids for requests that bring none: a random prefix per process and a counter, so
+    they are unique across replicas and restarts and cost no uuid4 per request."""
+
+    def __init__(self) -> None:
+        self.prefix = secrets.token_hex(6)
+        self._counter = itertools.count(1)  # next() is atomic under the GIL
+
+    def new(self) -> str:
+        return f"{self.prefix}-{next(self._counter)}"
+
+
+def check_request_id(value: Any, field: str = "id") -> str | None:
+    """The client's request id: a non-empty string of at most MAX_ID_LENGTH characters."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
+        raise RequestError(
+            f"{field!r} must be a non-empty string of at most {MAX_ID_LENGTH} characters"
+        )
+    return value
 
 
 class DataPlane:
     def __init__(
-        self, model: OnnxModel, sampler: SampleSink | None = None, max_rows: int = MAX_ROWS
+        self,
+        model: OnnxModel,
+        sampler: SampleSink | None = None,
+        max_rows: int = MAX_ROWS,
+        prediction_log: SampleSink | None = None,
+        feedback_sink: FeedbackSink | None = None,
     ) -> None:
+        """`sampler`: rows for drift detection; `prediction_log`: requests (rows, outputs,
+        id, time) to log for the quality loop (both only enqueue on the request path);
+        `feedback_sink`: where ground truth for logged requests goes."""
         self.model = model
         self.sampler = sampler
+        self.prediction_log = prediction_log
+        self.feedback_sink = feedback_sink
         self.max_rows = max_rows
         self.draining = False
+        self.ids = RequestIds()
 
     # health and metadata
     def live(self) -> bool:
@@ -103,39 +154,111 @@ class DataPlane:
                 raise RequestError(
                     f"unknown output {item.name!r}; model outputs: {sorted(by_name)}"
                 )
-        results = self._predict(model, request.inputs)
+        request_id = check_request_id(request.id) or self.ids.new()
+        results = self._predict(model, request.inputs, request_id)
         outputs = [
             (item.name, by_name[item.name].datatype, results[item.name], item.binary)
             for item in wanted
         ]
-        header: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
-        if request.id is not None:
-            header["id"] = request.id
+        header: dict[str, Any] = {
+            "id": request_id,
+            "model_name": model.name,
+            "model_version": model.version,
+        }
         return header, outputs
 
-    def predict_v1(self, model: OnnxModel, instances: Array) -> list[Any]:
-        """V1 predict on a model from `ready_model`: one prediction per instance (the
-        label, or the regression value)."""
+    def predict_v1(
+        self, model: OnnxModel, instances: Array, request_id: str | None = None
+    ) -> dict[str, Any]:
+        """V1 predict on a model from `ready_model`: the response document, one prediction
+        per instance (the label, or the regression value) and the request id."""
         spec = model.inputs[0]
         if len(model.inputs) != 1:
             raise RequestError("the V1 protocol needs a model with a single input; use V2")
         self.check_rows(len(instances))
         _check_tensor(spec, spec.datatype, instances.astype(np.float32, copy=False))
-        results = self._predict(model, {spec.name: instances})
+        request_id = check_request_id(request_id) or self.ids.new()
+        results = self._predict(model, {spec.name: instances}, request_id)
         first = results[model.outputs[0].name]
-        return (
+        predictions = (
             first.ravel().tolist()
             if first.dtype.kind not in "OUS"
             else [str(v) for v in first.ravel()]
         )
+        return {"predictions": predictions, "id": request_id}
 
-    def _predict(self, model: OnnxModel, inputs: dict[str, Array]) -> dict[str, Array]:
+    # feedback
+    def feedback(self, name: str, document: Any) -> dict[str, Any]:
+        """Ground truth for logged requests: `{"id": ..., "truth": [...]}` or
+        `{"feedback": [{"id": ..., "truth": [...]}, ...]}`, one true value per row of the
+        request. Stored by the sink before it is acknowledged; blocks (run it off the
+        event loop)."""
+        self.get_model(name)
+        if self.feedback_sink is None:
+            raise RequestError(
+                "this server does not log predictions, so it takes no feedback: set "
+                "spec.monitoring.logging on the InferenceService (--log-sample-rate)",
+                404,
+            )
+        entries = parse_feedback(document, self.max_rows)
+        self.feedback_sink.send(entries)
+        return {"accepted": len(entries)}
+
+    def _predict(
+        self, model: OnnxModel, inputs: dict[str, Array], request_id: str
+    ) -> dict[str, Array]:
         results: dict[str, Array] = model.predict(inputs)
         first_input = next(iter(inputs.values()))
         metrics.ROWS.inc(first_input.shape[0] if first_input.ndim else 1)
-        if self.sampler is not None and len(inputs) == 1:
-            self.sampler.offer(first_input, results[model.outputs[0].name])
+        if len(inputs) == 1 and (self.sampler is not None or self.prediction_log is not None):
+            first_output, now = results[model.outputs[0].name], time.time()
+            if self.sampler is not None:
+                self.sampler.offer(first_input, first_output, request_id, now)
+            if self.prediction_log is not None:
+                self.prediction_log.offer(first_input, first_output, request_id, now)
         return results
+
+
+def parse_feedback(document: Any, max_rows: int) -> list[dict[str, Any]]:
+    """The entries of a feedback body, each checked; a mistake names its field."""
+    if not isinstance(document, dict):
+        raise RequestError('feedback must be a JSON object: {"id", "truth"} or {"feedback": [...]}')
+    if "feedback" in document:
+        if set(document) != {"feedback"}:
+            raise RequestError(
+                f"unknown field(s) {sorted(set(document) - {'feedback'})} beside 'feedback'"
+            )
+        raw = document["feedback"]
+        if not isinstance(raw, list) or not 0 < len(raw) <= MAX_FEEDBACK:
+            raise RequestError(f"'feedback' must be a list of 1 to {MAX_FEEDBACK} entries")
+        return [_feedback_entry(entry, f"feedback[{i}]", max_rows) for i, entry in enumerate(raw)]
+    return [_feedback_entry(document, "", max_rows)]
+
+
+def _feedback_entry(entry: Any, where: str, max_rows: int) -> dict[str, Any]:
+    prefix = f"{where}." if where else ""
+    if not isinstance(entry, dict):
+        raise RequestError(f"{where or 'feedback'} must be an object with 'id' and 'truth'")
+    unknown = sorted(set(entry) - {"id", "truth"})
+    if unknown:
+        raise RequestError(f"{where or 'feedback'}: unknown field(s) {unknown}; allowed: id, truth")
+    if "id" not in entry:
+        raise RequestError(f"'{prefix}id' is required: the id of the answered request")
+    request_id = check_request_id(entry["id"], f"{prefix}id")
+    truth = entry.get("truth")
+    if not isinstance(truth, list) or not 0 < len(truth) <= max_rows:
+        raise RequestError(
+            f"'{prefix}truth' must be a list of 1 to {max_rows} values, one per row of the request"
+        )
+    for index, value in enumerate(truth):
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        text = isinstance(value, str) and 0 < len(value) <= MAX_LABEL_LENGTH
+        if not (number or text):
+            raise RequestError(
+                f"'{prefix}truth[{index}]' must be a number or a string of 1 to "
+                f"{MAX_LABEL_LENGTH} characters (a label or a value)"
+            )
+    return {"id": request_id, "truth": truth}
 
 
 def _check_tensor(spec: TensorSpec, datatype: str, array: Array) -> None:

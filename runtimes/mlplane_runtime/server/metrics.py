@@ -44,3 +44,15 @@ SAMPLE_RATE = Gauge(
     "samples-per-second limit).",
     registry=REGISTRY,
 )
+LOGGED_SENT = Counter(
+    "mlplane_prediction_log_rows_sent",
+    "Predicted rows handed to the monitor sidecar for the prediction log.",
+    registry=REGISTRY,
+)
+LOGGED_DROPPED = Counter(
+    "mlplane_prediction_log_rows_dropped",
+    "Rows of the prediction log dropped instead of delaying a request (queue_full, "
+    "send_failed, unfit).",
+    ["reason"],
+    registry=REGISTRY,
+)

@@ -6,6 +6,7 @@ Routes::
     GET  /v2/models/{name}[/versions/{v}]        model metadata
     GET  /v2/models/{name}[/versions/{v}]/ready
     POST /v2/models/{name}[/versions/{v}]/infer
+    POST /v2/models/{name}/feedback              ground truth for logged requests
     GET  /v1/models | /v1/models/{name}
     POST /v1/models/{name}:predict
     GET  /metrics
@@ -28,11 +29,12 @@ from mlplane_runtime.httpserver import (
     Response,
     error_response,
     json_response,
+    parse_json,
 )
 from mlplane_runtime.server import metrics
 from mlplane_runtime.server.codec import (
-    Array,
     InferenceRequest,
+    V1Request,
     decode_v1,
     decode_v2,
     encode_v2,
@@ -45,6 +47,8 @@ from mlplane_runtime.server.model import OnnxModel
 OFFLOAD_BODY_BYTES = 64 * 1024  # a body this large is parsed off the loop too
 OFFLOAD_ROWS = 64  # the --offload-rows default
 
+VERSION_HEADER = b"mlplane-model-version"  # on every inference answer: the version that served it
+
 log = logging.getLogger(__name__)
 
 
@@ -56,6 +60,7 @@ class RestApp:
         self.offload_rows = offload_rows
         self._counters: dict[tuple[str, int], Callable[[], None]] = {}
         self._latency = {p: metrics.LATENCY.labels(p) for p in ("v1", "v2")}
+        self._version = (VERSION_HEADER, (dataplane.model.version or "").encode("latin-1"))
 
     def __call__(self, request: Request) -> Response | Offload:
         started = time.perf_counter()
@@ -144,6 +149,11 @@ class RestApp:
         if rest == ["infer"]:
             _method(request, "POST")
             return self._infer(request, name, version)
+        if rest == ["feedback"] and version is None:
+            _method(request, "POST")
+            plane.get_model(name)
+            document = parse_json(request.body)  # the sink waits for storage: off the loop
+            return Offload(lambda: json_response(200, plane.feedback(name, document)))
         raise RequestError(f"no route for {request.method} {request.path}", 404)
 
     def _infer(self, request: Request, name: str, version: str | None) -> Response | Offload:
@@ -169,12 +179,12 @@ class RestApp:
         header, outputs = self.dataplane.infer(model, decoded)
         body, binary_from = encode_v2(header, outputs)
         if binary_from is None:
-            return Response(200, body)
+            return Response(200, body, headers=[self._version])
         return Response(
             200,
             body,
             b"application/octet-stream",
-            [(HEADER_LENGTH.encode(), str(binary_from).encode())],
+            [(HEADER_LENGTH.encode(), str(binary_from).encode()), self._version],
         )
 
     def _v1(self, request: Request, parts: list[str]) -> Response | Offload:
@@ -190,11 +200,11 @@ class RestApp:
             model = plane.ready_model(target[: -len(":predict")])
             if len(request.body) > OFFLOAD_BODY_BYTES:
                 return Offload(functools.partial(self._decode_and_predict, model, request.body))
-            instances = decode_v1(request.body)
-            if len(instances) > self.offload_rows:
-                plane.check_rows(len(instances))
-                return Offload(functools.partial(self._predict, model, instances))
-            return self._predict(model, instances)
+            decoded = decode_v1(request.body)
+            if len(decoded.instances) > self.offload_rows:
+                plane.check_rows(len(decoded.instances))
+                return Offload(functools.partial(self._predict, model, decoded))
+            return self._predict(model, decoded)
         _method(request, "GET")
         model = plane.get_model(target)
         return json_response(200, {"name": model.name, "ready": model.ready and plane.ready()})
@@ -202,8 +212,12 @@ class RestApp:
     def _decode_and_predict(self, model: OnnxModel, body: bytes) -> Response:
         return self._predict(model, decode_v1(body))
 
-    def _predict(self, model: OnnxModel, instances: Array) -> Response:
-        return json_response(200, {"predictions": self.dataplane.predict_v1(model, instances)})
+    def _predict(self, model: OnnxModel, decoded: V1Request) -> Response:
+        response = json_response(
+            200, self.dataplane.predict_v1(model, decoded.instances, decoded.id)
+        )
+        response.headers.append(self._version)
+        return response
 
 
 def _method(request: Request, allowed: str) -> None:
@@ -215,6 +229,8 @@ def _protocol(path: str) -> str:
     """The `protocol` label of a request, from its path alone."""
     if path.startswith("/v2/health/") or path.endswith("/ready"):
         return "health"
+    if path.endswith("/feedback"):
+        return "feedback"  # not inference: a canary's analysis must not count it
     if path.startswith("/v2"):
         return "v2"
     if path.startswith("/v1"):

@@ -4,6 +4,10 @@ Usage::
 
     mlplane-train --spec spec.yaml --model iris --run run-1 --output pvc://models
     mlplane-train verify --artifact-uri URI --sha256 HEX [--signature JSON]
+    mlplane-train evaluate --log-uri ROOT --metric M --window-seconds S [--window-end T]
+
+``evaluate`` joins the prediction log under ROOT with its feedback per version over the
+window ending at T (epoch seconds, default now) and reports the metric per version.
 
 The spec comes from ``--spec`` (a JSON or YAML file) or the env var
 ``MLPLANE_TRAINING_SPEC`` (JSON); ``--model``, ``--run`` and ``--output`` default to
@@ -32,6 +36,7 @@ from typing import Any
 from mlplane_runtime.artifacts import verify_artifact
 from mlplane_runtime.cli_support import ArgumentParser, env_default, run_main
 from mlplane_runtime.errors import UserError
+from mlplane_runtime.quality.evaluate import METRICS, evaluate
 from mlplane_runtime.termination import write_result
 from mlplane_runtime.trainer.spec import TrainingSpec, load_spec_file, load_spec_text
 from mlplane_runtime.trainer.train import RunIdentity, train
@@ -53,6 +58,17 @@ def _verify_parser() -> ArgumentParser:
     parser.add_argument("--artifact-uri", required=True)
     parser.add_argument("--sha256", required=True)
     parser.add_argument("--signature", help="declared signature as JSON {inputs, outputs}")
+    return parser
+
+
+def _evaluate_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="mlplane-train evaluate", description="Score logged predictions against feedback."
+    )
+    parser.add_argument("--log-uri", required=True, help="the InferenceService's log root")
+    parser.add_argument("--metric", required=True, choices=METRICS)
+    parser.add_argument("--window-seconds", type=float, required=True)
+    parser.add_argument("--window-end", type=float, help="epoch seconds (default: now)")
     return parser
 
 
@@ -100,10 +116,22 @@ def verify_command(argv: list[str]) -> int:
     return 0
 
 
+def evaluate_command(argv: list[str]) -> int:
+    parser = _evaluate_parser()
+    args = parser.parse_args(argv)
+    if args.window_seconds <= 0:
+        parser.error("--window-seconds must be > 0")
+    end = args.window_end if args.window_end is not None else time.time()
+    write_result(evaluate(args.log_uri, args.metric, end - args.window_seconds, end))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["verify"]:
         return int(run_main(lambda: verify_command(args[1:])))
+    if args[:1] == ["evaluate"]:
+        return int(run_main(lambda: evaluate_command(args[1:])))
     return int(run_main(lambda: train_command(args)))
 
 

@@ -26,6 +26,7 @@ from mlplane_operator.api.v1alpha1.common import (
     ShortText,
     Stage,
     StatusBase,
+    StorageUri,
 )
 
 DNS1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
@@ -184,11 +185,69 @@ class Drift(KubeModel):
     then spans seconds of traffic instead of milliseconds."""
 
 
+class PredictionLogging(KubeModel):
+    """Log sampled requests (rows, outputs, request id, version, time) as Parquet under
+    `<storageUri>/<namespace>/<name>/predictions/`, and take ground truth for them at
+    `POST /v2/models/{model}/feedback` (stored beside them, under `feedback/`)."""
+
+    rules = (
+        Rule(
+            cel="!has(self.storageUri) || self.storageUri.startsWith('pvc://') || "
+            "self.storageUri.startsWith('s3://')",
+            message="spec.monitoring.logging.storageUri must be a pvc:// or s3:// URI: the "
+            "log is written there",
+            check=lambda g: g.storage_uri is None or g.storage_uri.startswith(("pvc://", "s3://")),
+            field_path=".storageUri",
+        ),
+    )
+
+    sample_rate: Annotated[float, Field(ge=0, le=1)] = 1.0
+    """The share of requests logged, 0 to 1 (0: feedback only, nothing to join it with)."""
+    storage_uri: StorageUri | None = None
+    """Where the log goes (pvc:// or s3://). Default: the operator's artifact storage."""
+    roll_seconds: Annotated[int, Field(ge=1, le=3600)] = 60
+    """A log file is written at least this often while requests arrive."""
+    roll_rows: Annotated[int, Field(ge=100, le=1_000_000)] = 10_000
+    """A log file is written as soon as this many rows are buffered."""
+
+
+class QualityMetric(StrEnum):
+    """accuracy or f1_macro (classifiers), rmse, mae or r2 (regressors)."""
+
+    ACCURACY = "accuracy"
+    F1_MACRO = "f1_macro"
+    RMSE = "rmse"
+    MAE = "mae"
+    R2 = "r2"
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self in (QualityMetric.RMSE, QualityMetric.MAE)
+
+
+class Quality(KubeModel):
+    """Evaluate live quality: a Job joins the logged predictions with their feedback on
+    request id, per version, every intervalSeconds over the last windowSeconds."""
+
+    metric: QualityMetric
+    """accuracy, f1_macro, rmse, mae or r2."""
+    threshold: float
+    """The serving version is degraded when its metric is below this (accuracy, f1_macro,
+    r2) or above it (rmse, mae), judged once minLabeled rows have feedback."""
+    min_labeled: Annotated[int, Field(ge=1)] = 100
+    """Labeled rows (predictions with feedback) needed before quality is judged."""
+    window_seconds: Annotated[int, Field(ge=60, le=30 * 86400)] = 3600
+    """The predictions evaluated: those of the last windowSeconds."""
+    interval_seconds: Annotated[int, Field(ge=10, le=86400)] = 300
+    """How often an evaluation Job runs."""
+
+
 class Retrain(KubeModel):
-    """Close the loop: drift starts a run of this TrainingJob."""
+    """Close the loop: drift or degraded quality starts a run of this TrainingJob."""
 
     training_job: ObjectName
-    """The TrainingJob (in this namespace) to run when drift is detected."""
+    """The TrainingJob (in this namespace) to run when drift is detected or the live
+    quality is degraded."""
     cooldown_seconds: Annotated[int, Field(ge=0)] = 3600
     """The least time between two retrain requests."""
 
@@ -198,20 +257,38 @@ class Monitoring(KubeModel):
 
     rules = (
         Rule(
-            cel="!has(self.retrain) || (has(self.drift) && "
+            cel="!has(self.retrain) || has(self.quality) || (has(self.drift) && "
             "(!has(self.drift.enabled) || self.drift.enabled))",
-            message="spec.monitoring.retrain requires spec.monitoring.drift to be enabled",
-            check=lambda m: m.retrain is None or (m.drift is not None and m.drift.enabled),
+            message="spec.monitoring.retrain requires spec.monitoring.drift to be enabled "
+            "or spec.monitoring.quality",
+            check=lambda m: (
+                m.retrain is None
+                or m.quality is not None
+                or (m.drift is not None and m.drift.enabled)
+            ),
             field_path=".retrain",
+        ),
+        Rule(
+            cel="!has(self.quality) || has(self.logging)",
+            message="spec.monitoring.quality requires spec.monitoring.logging: it evaluates "
+            "the logged predictions",
+            check=lambda m: m.quality is None or m.logging is not None,
+            field_path=".quality",
+            reason="FieldValueRequired",
         ),
     )
 
     drift: Drift | None = None
     """Drift detection: compare live requests per feature with the training-data profile
     (psi or ks) and report drift above threshold."""
+    logging: PredictionLogging | None = None
+    """The prediction log and the feedback endpoint: the ground of live quality."""
+    quality: Quality | None = None
+    """Live quality: evaluate logged predictions against feedback on an interval and
+    report status.quality and QualityDegraded. Requires logging."""
     retrain: Retrain | None = None
-    """On drift, start a run of this TrainingJob (at most once per cooldownSeconds).
-    Requires drift to be enabled."""
+    """On drift or degraded quality, start a run of this TrainingJob (at most once per
+    cooldownSeconds). Requires drift enabled or quality."""
     service_monitor: bool = False
     """Create a Prometheus Operator ServiceMonitor for the server and monitor metrics."""
 
@@ -335,6 +412,25 @@ class RolloutRecord(StatusModel):
     """Why, for a person (e.g. the analysis threshold that failed)."""
 
 
+class QualityReading(StatusModel):
+    """The live quality of one version over one evaluation window."""
+
+    version: int
+    """The version evaluated."""
+    metric: QualityMetric
+    """The metric."""
+    value: float | None = None
+    """Its value over the labeled rows; none while no row is labeled."""
+    labeled: int
+    """Predictions in the window with feedback."""
+    logged: int | None = None
+    """Predictions logged in the window."""
+    window_start: datetime
+    """The window's start."""
+    window_end: datetime
+    """The window's end."""
+
+
 class InferenceServiceStatus(StatusBase):
     """The observed state of the InferenceService."""
 
@@ -357,7 +453,11 @@ class InferenceServiceStatus(StatusBase):
     rollout_history: list[RolloutRecord] = Field(default_factory=list, max_length=50)
     """Recent rollouts, oldest first (a bounded history)."""
     last_retrain_time: datetime | None = None
-    """When drift last triggered a retrain."""
+    """When drift or degraded quality last triggered a retrain."""
+    quality: list[QualityReading] = Field(default_factory=list, max_length=20)
+    """The live quality per version from the latest evaluation (spec.monitoring.quality)."""
+    last_evaluation_time: datetime | None = None
+    """The end of the window of the latest evaluation read."""
 
 
 class InferenceService(CustomResource):

@@ -1,0 +1,1 @@
+"""The quality loop: the prediction log, ground-truth feedback and their evaluation."""
