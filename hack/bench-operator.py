@@ -126,18 +126,22 @@ def main() -> None:
 
 def _bare_trainingjobs(api: client.ApiClient, namespace: str, args: argparse.Namespace) -> float:
     """N TrainingJobs created where no operator watches (what step 3 cannot beat)."""
-    custom = client.CustomObjectsApi(api)
     start = time.monotonic()
+    _create_trainingjobs(api, namespace, "bare-tj", args.trainingjobs)
+    return time.monotonic() - start
+
+
+def _create_trainingjobs(api: client.ApiClient, namespace: str, prefix: str, count: int) -> None:
+    custom = client.CustomObjectsApi(api)
     with ThreadPoolExecutor(PARALLEL) as pool:
         list(
             pool.map(
                 lambda i: custom.create_namespaced_custom_object(
-                    GROUP, VERSION, namespace, "trainingjobs", _trainingjob(f"bare-tj-{i}")
+                    GROUP, VERSION, namespace, "trainingjobs", _trainingjob(f"{prefix}-{i}")
                 ),
-                range(args.trainingjobs),
+                range(count),
             )
         )
-    return time.monotonic() - start
 
 
 def _bare_jobs(api: client.ApiClient, namespace: str, args: argparse.Namespace) -> float:
@@ -153,18 +157,9 @@ def _bare_jobs(api: client.ApiClient, namespace: str, args: argparse.Namespace) 
 
 
 def _trainingjobs_to_jobs(api: client.ApiClient, namespace: str, args: argparse.Namespace) -> float:
-    custom = client.CustomObjectsApi(api)
     seen = _JobWatch(api, namespace, "mlplane.io/component=trainer")
     start = time.monotonic()
-    with ThreadPoolExecutor(PARALLEL) as pool:
-        list(
-            pool.map(
-                lambda i: custom.create_namespaced_custom_object(
-                    GROUP, VERSION, namespace, "trainingjobs", _trainingjob(f"tj-{i}")
-                ),
-                range(args.trainingjobs),
-            )
-        )
+    _create_trainingjobs(api, namespace, "tj", args.trainingjobs)
     seen.wait(lambda names: len(names) >= args.trainingjobs, args.timeout, "N Jobs")
     took = time.monotonic() - start
     seen.stop()

@@ -66,10 +66,9 @@ class Traffic(threading.Thread):
         self.join(timeout=30)
 
 
-def test_a_canary_failing_its_analysis_rolls_back_and_stable_keeps_answering(
-    kube_api: client.ApiClient, op_namespace: str
-) -> None:
-    ns = op_namespace
+def serve_flowers_v1_with_a_canary_rollout(api: client.ApiClient, namespace: str) -> None:
+    """flowers v1 in Production and served; a new version gets one 50 % canary step,
+    rolled back when more than 20 % of at least 10 answers are errors."""
     canary = {
         "strategy": "Canary",
         "canary": {"steps": [50], "stepSeconds": 2},
@@ -77,11 +76,18 @@ def test_a_canary_failing_its_analysis_rolls_back_and_stable_keeps_answering(
         "autoRollback": True,
     }
     apply(
-        ns,
+        namespace,
         training_job("good", "flowers", registration={"stage": "Production"}),
         inference_service("flowers", "flowers", rollout=canary),
     )
-    wait_serving(kube_api, ns, "flowers", 1)
+    wait_serving(api, namespace, "flowers", 1)
+
+
+def test_a_canary_failing_its_analysis_rolls_back_and_stable_keeps_answering(
+    kube_api: client.ApiClient, op_namespace: str
+) -> None:
+    ns = op_namespace
+    serve_flowers_v1_with_a_canary_rollout(kube_api, ns)
     traffic = Traffic(kube_api, ns, "flowers", [SETOSA])
     traffic.start()
     try:
@@ -291,18 +297,7 @@ def test_a_canary_whose_model_raises_answers_500_and_is_rolled_back(
             ns, client.V1Secret(metadata=client.V1ObjectMeta(name="team-a-s3"),
                                 string_data=credentials),
         )  # fmt: skip
-        canary = {
-            "strategy": "Canary",
-            "canary": {"steps": [50], "stepSeconds": 2},
-            "analysis": {"maxErrorRate": 0.2, "minRequests": 10},
-            "autoRollback": True,
-        }
-        apply(
-            ns,
-            training_job("good", "flowers", registration={"stage": "Production"}),
-            inference_service("flowers", "flowers", rollout=canary),
-        )
-        wait_serving(kube_api, ns, "flowers", 1)
+        serve_flowers_v1_with_a_canary_rollout(kube_api, ns)
         artifact = model_that_raises()
         boto3.client(
             "s3", endpoint_url=s3_for_pods, aws_access_key_id="team-a",
