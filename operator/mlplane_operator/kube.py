@@ -665,6 +665,15 @@ def cached_all(kind: str) -> list[Manifest]:
     return found
 
 
+def cached_keys(kind: str) -> list[tuple[str, str]]:
+    """(namespace, name) of every object of a kind in the watched namespaces, without
+    decoding the cached objects (the safety-net resync needs only the keys)."""
+    informers = _informers.get(kind, [])
+    if informers and all(informer.synced.is_set() for informer in informers):
+        return [key for informer in informers for key in informer.store.stored_keys()]
+    return [(o["metadata"]["namespace"], o["metadata"]["name"]) for o in cached_all(kind)]
+
+
 def caches_running() -> bool:
     return bool(_informers)
 

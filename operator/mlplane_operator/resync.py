@@ -185,9 +185,9 @@ class Controller:
     def resync_all(self, spread: float) -> int:
         """Queue every cached object once, due evenly over the next `spread` seconds."""
         keys = [
-            (kind, obj["metadata"]["namespace"], obj["metadata"]["name"])
+            (kind, namespace, name)
             for kind in self.kinds
-            for obj in kube.cached_all(kind)
+            for namespace, name in kube.cached_keys(kind)
         ]
         random.shuffle(keys)
         now = time.monotonic()
