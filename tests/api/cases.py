@@ -168,7 +168,14 @@ def full_inferenceservice() -> Manifest:
             "rollout": {
                 "strategy": "Canary",
                 "canary": {"steps": [5, 20, 60], "stepSeconds": 30},
-                "analysis": {"maxErrorRate": 0.05, "maxLatencyP99Ms": 25.5, "minRequests": 0},
+                "analysis": {
+                    "maxErrorRate": 0.05,
+                    "maxLatencyP99Ms": 25.5,
+                    "minRequests": 0,
+                    "maxError": 4.5,
+                    "qualityTolerance": 0.25,
+                    "failWithoutLabels": False,
+                },
                 "autoRollback": False,
                 "progressDeadlineSeconds": 900,
             },
@@ -180,6 +187,19 @@ def full_inferenceservice() -> Manifest:
                     "minSamples": 10,
                     "sampleRate": 0.5,
                     "maxSamplesPerSecond": 50,
+                },
+                "logging": {
+                    "sampleRate": 0.25,
+                    "storageUri": "s3://logs/",
+                    "rollSeconds": 30,
+                    "rollRows": 5000,
+                },
+                "quality": {
+                    "metric": "rmse",
+                    "threshold": 5.0,
+                    "minLabeled": 200,
+                    "windowSeconds": 7200,
+                    "intervalSeconds": 120,
                 },
                 "retrain": {"trainingJob": "housing", "cooldownSeconds": 0},
                 "serviceMonitor": True,
@@ -504,6 +524,34 @@ _INVALID: dict[str, tuple[Manifest, str]] = {
     "isvc-quality-unknown-metric": _isvc(
         "spec.monitoring.quality.metric",
         ("spec.monitoring", {"logging": {}, "quality": {"metric": "auc", "threshold": 0.8}}),
+    ),
+    "isvc-quality-gate-without-quality": _isvc(
+        "spec.rollout.analysis",
+        ("spec.rollout", {**CANARY, "analysis": {"qualityTolerance": 0.02}}),
+    ),
+    "isvc-min-quality-of-an-error-metric": _isvc(
+        "spec.rollout.analysis.minQuality",
+        ("spec.rollout", {**CANARY, "analysis": {"minQuality": 0.9}}),
+        ("spec.monitoring", {"logging": {}, "quality": {"metric": "rmse", "threshold": 3}}),
+    ),
+    "isvc-max-error-of-accuracy": _isvc(
+        "spec.rollout.analysis.maxError",
+        ("spec.rollout", {**CANARY, "analysis": {"maxError": 0.1}}),
+        ("spec.monitoring", {"logging": {}, "quality": {"metric": "accuracy", "threshold": 0.8}}),
+    ),
+    "isvc-min-quality-above-1": _isvc(
+        "spec.rollout.analysis.minQuality",
+        ("spec.rollout", {**CANARY, "analysis": {"minQuality": 1.5}}),
+        ("spec.monitoring", {"logging": {}, "quality": {"metric": "accuracy", "threshold": 0.8}}),
+    ),
+    "isvc-quality-tolerance-negative": _isvc(
+        "spec.rollout.analysis.qualityTolerance",
+        ("spec.rollout", {**CANARY, "analysis": {"qualityTolerance": -0.1}}),
+        ("spec.monitoring", {"logging": {}, "quality": {"metric": "accuracy", "threshold": 0.8}}),
+    ),
+    "isvc-fail-without-labels-without-a-gate": _isvc(
+        "spec.rollout.analysis.failWithoutLabels",
+        ("spec.rollout", {**CANARY, "analysis": {"failWithoutLabels": True}}),
     ),
     "isvc-logging-sample-rate-above-1": _isvc(
         "spec.monitoring.logging.sampleRate",
