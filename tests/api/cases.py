@@ -70,6 +70,7 @@ def full_trainingjob() -> Manifest:
                 "format": "parquet",
                 "target": "price",
                 "features": ["rooms", "age"],
+                "feedback": {"inferenceService": "housing", "windowSeconds": 86400},
             },
             "estimator": {
                 "class": "sklearn.ensemble.RandomForestRegressor",
@@ -140,6 +141,12 @@ def full_modelversion() -> Manifest:
                 "trainingJob": "housing",
                 "run": "housing-7",
                 "dataset": {"uri": "s3://data/housing.parquet", "sha256": SHA},
+                "feedback": {
+                    "inferenceService": "housing",
+                    "uri": "s3://models/housing/run-7/feedback.parquet",
+                    "sha256": SHA,
+                    "rows": 1200,
+                },
                 "estimator": {
                     "class": "sklearn.ensemble.RandomForestRegressor",
                     "params": {"n_estimators": 10},
@@ -400,6 +407,13 @@ _INVALID: dict[str, tuple[Manifest, str]] = {
         "spec.tolerations[0].value",
         ("spec.tolerations", [{"key": "k", "operator": "Exists", "value": "v"}]),
     ),
+    "tj-feedback-window-below-a-minute": _tj(
+        "spec.dataset.feedback.windowSeconds",
+        ("spec.dataset.feedback", {"inferenceService": "iris", "windowSeconds": 10}),
+    ),
+    "tj-feedback-without-inference-service": _tj(
+        "spec.dataset.feedback.inferenceService", ("spec.dataset.feedback", {"windowSeconds": 600})
+    ),
     "tj-unknown-field": _tj("spec.epochs", ("spec.epochs", 3)),
     "tj-name-too-long": _tj("metadata.name", ("metadata.name", "t" * 53)),
     # ModelVersion
@@ -423,6 +437,9 @@ _INVALID: dict[str, tuple[Manifest, str]] = {
                 {"name": "x", "datatype": "FP64", "shape": [-1]},
             ],
         ),
+    ),
+    "mv-feedback-rows-negative": _mv(
+        "spec.lineage.feedback.rows", ("spec.lineage.feedback.rows", -1)
     ),
     "mv-stage-unknown": _mv("spec.stage", ("spec.stage", "Prod")),
     "mv-baseline-without-sha256": _mv("spec.baseline.sha256", ("spec.baseline.sha256", DELETE)),
