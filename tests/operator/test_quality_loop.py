@@ -57,7 +57,9 @@ def test_feedback_that_disagrees_degrades_quality_and_retrains(
         inference_service("iris", "iris", monitoring=monitoring),
     )
     wait_serving(kube_api, ns, "iris")
-    base = f"http://{serving_pods(kube_api, ns, 'iris')[0].status.pod_ip}:8080/v2/models/iris"
+    # By version: the evaluator pods of the InferenceService carry its label too.
+    (pod,) = serving_pods(kube_api, ns, "iris", version=1)
+    base = f"http://{pod.status.pod_ip}:8080/v2/models/iris"
     rows = load_iris().data
     predicted: dict[str, int] = {}
     for index in range(500):
