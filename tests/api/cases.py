@@ -70,6 +70,7 @@ def full_trainingjob() -> Manifest:
                 "format": "parquet",
                 "target": "price",
                 "features": ["rooms", "age"],
+                "feedback": {"inferenceService": "housing", "windowSeconds": 86400},
             },
             "estimator": {
                 "class": "sklearn.ensemble.RandomForestRegressor",
@@ -140,6 +141,12 @@ def full_modelversion() -> Manifest:
                 "trainingJob": "housing",
                 "run": "housing-7",
                 "dataset": {"uri": "s3://data/housing.parquet", "sha256": SHA},
+                "feedback": {
+                    "inferenceService": "housing",
+                    "uri": "s3://models/housing/run-7/feedback.parquet",
+                    "sha256": SHA,
+                    "rows": 1200,
+                },
                 "estimator": {
                     "class": "sklearn.ensemble.RandomForestRegressor",
                     "params": {"n_estimators": 10},
@@ -168,7 +175,14 @@ def full_inferenceservice() -> Manifest:
             "rollout": {
                 "strategy": "Canary",
                 "canary": {"steps": [5, 20, 60], "stepSeconds": 30},
-                "analysis": {"maxErrorRate": 0.05, "maxLatencyP99Ms": 25.5, "minRequests": 0},
+                "analysis": {
+                    "maxErrorRate": 0.05,
+                    "maxLatencyP99Ms": 25.5,
+                    "minRequests": 0,
+                    "maxError": 4.5,
+                    "qualityTolerance": 0.25,
+                    "failWithoutLabels": False,
+                },
                 "autoRollback": False,
                 "progressDeadlineSeconds": 900,
             },
@@ -180,6 +194,19 @@ def full_inferenceservice() -> Manifest:
                     "minSamples": 10,
                     "sampleRate": 0.5,
                     "maxSamplesPerSecond": 50,
+                },
+                "logging": {
+                    "sampleRate": 0.25,
+                    "storageUri": "s3://logs/",
+                    "rollSeconds": 30,
+                    "rollRows": 5000,
+                },
+                "quality": {
+                    "metric": "rmse",
+                    "threshold": 5.0,
+                    "minLabeled": 200,
+                    "windowSeconds": 7200,
+                    "intervalSeconds": 120,
                 },
                 "retrain": {"trainingJob": "housing", "cooldownSeconds": 0},
                 "serviceMonitor": True,
@@ -380,6 +407,13 @@ _INVALID: dict[str, tuple[Manifest, str]] = {
         "spec.tolerations[0].value",
         ("spec.tolerations", [{"key": "k", "operator": "Exists", "value": "v"}]),
     ),
+    "tj-feedback-window-below-a-minute": _tj(
+        "spec.dataset.feedback.windowSeconds",
+        ("spec.dataset.feedback", {"inferenceService": "iris", "windowSeconds": 10}),
+    ),
+    "tj-feedback-without-inference-service": _tj(
+        "spec.dataset.feedback.inferenceService", ("spec.dataset.feedback", {"windowSeconds": 600})
+    ),
     "tj-unknown-field": _tj("spec.epochs", ("spec.epochs", 3)),
     "tj-name-too-long": _tj("metadata.name", ("metadata.name", "t" * 53)),
     # ModelVersion
@@ -403,6 +437,9 @@ _INVALID: dict[str, tuple[Manifest, str]] = {
                 {"name": "x", "datatype": "FP64", "shape": [-1]},
             ],
         ),
+    ),
+    "mv-feedback-rows-negative": _mv(
+        "spec.lineage.feedback.rows", ("spec.lineage.feedback.rows", -1)
     ),
     "mv-stage-unknown": _mv("spec.stage", ("spec.stage", "Prod")),
     "mv-baseline-without-sha256": _mv("spec.baseline.sha256", ("spec.baseline.sha256", DELETE)),
@@ -504,6 +541,34 @@ _INVALID: dict[str, tuple[Manifest, str]] = {
     "isvc-quality-unknown-metric": _isvc(
         "spec.monitoring.quality.metric",
         ("spec.monitoring", {"logging": {}, "quality": {"metric": "auc", "threshold": 0.8}}),
+    ),
+    "isvc-quality-gate-without-quality": _isvc(
+        "spec.rollout.analysis",
+        ("spec.rollout", {**CANARY, "analysis": {"qualityTolerance": 0.02}}),
+    ),
+    "isvc-min-quality-of-an-error-metric": _isvc(
+        "spec.rollout.analysis.minQuality",
+        ("spec.rollout", {**CANARY, "analysis": {"minQuality": 0.9}}),
+        ("spec.monitoring", {"logging": {}, "quality": {"metric": "rmse", "threshold": 3}}),
+    ),
+    "isvc-max-error-of-accuracy": _isvc(
+        "spec.rollout.analysis.maxError",
+        ("spec.rollout", {**CANARY, "analysis": {"maxError": 0.1}}),
+        ("spec.monitoring", {"logging": {}, "quality": {"metric": "accuracy", "threshold": 0.8}}),
+    ),
+    "isvc-min-quality-above-1": _isvc(
+        "spec.rollout.analysis.minQuality",
+        ("spec.rollout", {**CANARY, "analysis": {"minQuality": 1.5}}),
+        ("spec.monitoring", {"logging": {}, "quality": {"metric": "accuracy", "threshold": 0.8}}),
+    ),
+    "isvc-quality-tolerance-negative": _isvc(
+        "spec.rollout.analysis.qualityTolerance",
+        ("spec.rollout", {**CANARY, "analysis": {"qualityTolerance": -0.1}}),
+        ("spec.monitoring", {"logging": {}, "quality": {"metric": "accuracy", "threshold": 0.8}}),
+    ),
+    "isvc-fail-without-labels-without-a-gate": _isvc(
+        "spec.rollout.analysis.failWithoutLabels",
+        ("spec.rollout", {**CANARY, "analysis": {"failWithoutLabels": True}}),
     ),
     "isvc-logging-sample-rate-above-1": _isvc(
         "spec.monitoring.logging.sampleRate",

@@ -227,7 +227,9 @@ def test_prediction_log_rolls_by_size_and_never_holds_more_than_its_bound(
 # --- the processes: server, monitor, SIGTERM ---------------------------------------
 
 
-def start_logging_pair(model: TrainedModel, tmp_path: Path, root: Path) -> tuple[Process, Process]:
+def start_logging_pair(
+    model: TrainedModel, tmp_path: Path, root: Path, *monitor_args: str
+) -> tuple[Process, Process]:
     monitor_port, samples_port, port = free_port(), free_port(), free_port()
     monitor = start(
         [
@@ -237,6 +239,7 @@ def start_logging_pair(model: TrainedModel, tmp_path: Path, root: Path) -> tuple
             "--host=127.0.0.1",
             f"--port={monitor_port}",
             f"--samples-port={samples_port}",
+            *monitor_args,
         ],
         tmp_path / "monitor.log",
         "/healthz",
@@ -305,3 +308,27 @@ def test_sigterm_loses_no_logged_row_or_feedback(iris_model: TrainedModel, tmp_p
     assert version["logged"] == 600
     # the model gets the three iris rows right (0, 1, 2): "2, 2, 2" is right once in three
     assert version["value"] == pytest.approx((3 + 99 * 1) / 300)
+
+
+def test_feedback_larger_than_the_monitor_takes_is_a_413_naming_the_limit(
+    iris_model: TrainedModel, tmp_path: Path
+) -> None:
+    server, monitor = start_logging_pair(
+        iris_model, tmp_path, tmp_path / "log", "--max-body-bytes=65536"
+    )
+    try:
+        batch = {"feedback": [{"id": f"request-{i:06d}", "truth": [1]} for i in range(3000)]}
+        body = json.dumps(batch).encode()
+        assert 65536 < len(body) < 8 * 1024 * 1024  # within the server's own limit
+        status, answer, _ = http("POST", server.url + "/v2/models/iris/feedback", body)
+        assert status == 413
+        assert "exceeds the limit of 65536 bytes" in json.loads(answer)["error"]
+        small = {"feedback": [{"id": "request-1", "truth": [1]}]}
+        status, answer, _ = http(
+            "POST", server.url + "/v2/models/iris/feedback", json.dumps(small).encode()
+        )
+        assert (status, json.loads(answer)) == (200, {"accepted": 1})
+    finally:
+        monitor.proc.terminate()
+        assert stop(server) == 0
+        assert monitor.proc.wait(timeout=30) == 0

@@ -45,6 +45,12 @@ def build_model_version(
     dataset = result.get("dataset") or {}
     if dataset.get("uri"):
         lineage["dataset"] = {key: dataset[key] for key in ("uri", "sha256") if dataset.get(key)}
+    feedback = result.get("feedback") or {}
+    if all(feedback.get(key) for key in ("inferenceService", "uri", "sha256")):
+        lineage["feedback"] = {
+            **{key: feedback[key] for key in ("inferenceService", "uri", "sha256")},
+            "rows": int(feedback.get("rows") or 0),
+        }
     model_spec: Manifest = {
         "model": spec.model,
         "version": version,

@@ -48,17 +48,28 @@ def storage_uri(tj: TrainingJob, settings: OperatorSettings) -> str:
     return str(configured or settings.storage_uri).rstrip("/")
 
 
-def trainer_spec(tj: TrainingJob, settings: OperatorSettings) -> dict[str, Any]:
-    """The part of the spec the trainer reads, with the effective output location."""
+def trainer_spec(
+    tj: TrainingJob, settings: OperatorSettings, feedback_log: str | None = None
+) -> dict[str, Any]:
+    """The part of the spec the trainer reads, with the effective output location;
+    spec.dataset.feedback only with the log it reads (`feedback_log`)."""
     spec = tj.spec.to_json()
     trainer = {key: spec[key] for key in TRAINER_SPEC_FIELDS if key in spec}
     trainer["output"] = {"storageUri": storage_uri(tj, settings)}
+    if feedback_log is None:
+        trainer["dataset"].pop("feedback", None)
     return trainer
 
 
 def build_training_job(
-    tj: TrainingJob, body: Manifest, run: Run, settings: OperatorSettings
+    tj: TrainingJob,
+    body: Manifest,
+    run: Run,
+    settings: OperatorSettings,
+    feedback_log: str | None = None,
 ) -> Manifest:
+    """`feedback_log`: the log root of spec.dataset.feedback's InferenceService
+    (builders.quality.log_root), mounted read-only; None trains without it."""
     spec = tj.spec
     output = storage_uri(tj, settings)
     job_name = run.job_name(tj.name)
@@ -68,18 +79,28 @@ def build_training_job(
         labels.RUN: job_name,
         labels.COMPONENT: "trainer",
     }
-    volumes, mounts = storage_volumes(claims_of(spec.dataset.uri, output), read_only=False)
-    uses_s3 = any((uri or "").startswith("s3://") for uri in (spec.dataset.uri, output))
+    volumes, mounts = storage_volumes(
+        claims_of(spec.dataset.uri, output),
+        read_only=False,
+        read_only_claims=claims_of(feedback_log),
+    )
+    uses_s3 = any(
+        (uri or "").startswith("s3://") for uri in (spec.dataset.uri, output, feedback_log)
+    )
     s3_vars, env_from = s3_env(
         settings.s3_endpoint if uses_s3 else None,
         (spec.s3_credentials_secret or settings.s3_secret_for(spec.image)) if uses_s3 else None,
     )
     env: list[Manifest] = [
-        {"name": "MLPLANE_TRAINING_SPEC", "value": json.dumps(trainer_spec(tj, settings))},
+        {
+            "name": "MLPLANE_TRAINING_SPEC",
+            "value": json.dumps(trainer_spec(tj, settings, feedback_log)),
+        },
         {"name": "MLPLANE_MODEL", "value": spec.model},
         {"name": "MLPLANE_RUN", "value": artifact_run_id(job_name, tj.metadata["uid"])},
         {"name": "MLPLANE_OUTPUT_URI", "value": output},
         {"name": "HOME", "value": "/tmp"},
+        *([{"name": "MLPLANE_FEEDBACK_LOG_URI", "value": feedback_log}] if feedback_log else []),
         *s3_vars,
         *[var.to_json() for var in spec.env or []],
     ]

@@ -50,16 +50,20 @@ def claims_of(*uris: str | None) -> list[str]:
     return claims
 
 
-def storage_volumes(claims: list[str], read_only: bool) -> tuple[list[Manifest], list[Manifest]]:
-    """Volumes and mounts: scratch at /tmp, and each claim at /mnt/pvc/<claim>."""
+def storage_volumes(
+    claims: list[str], read_only: bool, read_only_claims: list[str] | None = None
+) -> tuple[list[Manifest], list[Manifest]]:
+    """Volumes and mounts: scratch at /tmp, and each claim at /mnt/pvc/<claim>;
+    `read_only_claims` are mounted read-only as well, unless `claims` has them."""
     volumes: list[Manifest] = [{"name": "tmp", "emptyDir": {}}]
     mounts: list[Manifest] = [{"name": "tmp", "mountPath": "/tmp"}]
-    for index, claim in enumerate(claims):
+    extra = [(c, True) for c in read_only_claims or [] if c not in claims]
+    for index, (claim, ro) in enumerate([*((c, read_only) for c in claims), *extra]):
         name = f"pvc-{index}"
         volumes.append(
-            {"name": name, "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only}}
+            {"name": name, "persistentVolumeClaim": {"claimName": claim, "readOnly": ro}}
         )
-        mounts.append({"name": name, "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": read_only})
+        mounts.append({"name": name, "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": ro})
     return volumes, mounts
 
 

@@ -24,6 +24,27 @@ def seconds_until_next(interval_seconds: int, now: datetime) -> float:
     return window_end(interval_seconds, now) + interval_seconds - now.timestamp()
 
 
+@dataclass(frozen=True)
+class CanaryWait:
+    """A canary step that waits for a verdict on its quality."""
+
+    step_due: datetime  # when its stepSeconds ended: the evaluation must end after it
+    step_seconds: int
+
+
+def evaluation_slot(interval_seconds: int, now: datetime, canary: CanaryWait | None) -> int:
+    """The window end of the evaluation to run now. Without a canary waiting, the latest
+    interval slot. A waiting canary step needs one ending after its stepSeconds at once,
+    and then, while its labels arrive, one at least every stepSeconds: slots stay aligned
+    (to the step's due time, then to the shorter period), so every pass names the same."""
+    slot = window_end(interval_seconds, now)
+    if canary is None:
+        return slot
+    faster = window_end(min(interval_seconds, canary.step_seconds), now)
+    due = int(canary.step_due.timestamp())
+    return max(slot, faster, due if due <= now.timestamp() else 0)
+
+
 def readings(result: Manifest) -> list[Manifest]:
     """status.quality entries from an evaluation result (`mlplane-train evaluate`);
     versions that are not mlplane version numbers are left out."""

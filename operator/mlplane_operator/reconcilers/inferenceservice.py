@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mlplane_operator import conditions, kube, labels, metrics
 from mlplane_operator.api.v1alpha1 import InferenceService, ModelVersion
+from mlplane_operator.api.v1alpha1.inferenceservice import Analysis
 from mlplane_operator.builders import serving
 from mlplane_operator.policies import images, rollout
+from mlplane_operator.policies import quality as quality_policy
 from mlplane_operator.reconcilers import quality, scrape
 from mlplane_operator.reconcilers.locks import object_lock, reconcile_latest
 from mlplane_operator.settings import OperatorSettings
@@ -93,6 +95,7 @@ class _Reconcile:
         self.blocked: str | None = None
         self.versions: list[ModelVersion] = []  # the model's versions, read once per pass
         self.evaluation: quality.Evaluation | None = None
+        self.canary_wait: quality_policy.CanaryWait | None = None  # for an evaluation
         self.deployments: dict[int, Manifest] = {}  # version -> its live Deployment
 
     # --- the pass ----------------------------------------------------------------------
@@ -158,7 +161,9 @@ class _Reconcile:
                 kube.delete("HorizontalPodAutoscaler", isvc.namespace, isvc.name)
             self._service_monitor()
         self._drift()
-        self.evaluation = quality.evaluate(isvc, self.body, self.serving, self.settings, self.now)
+        self.evaluation = quality.evaluate(
+            isvc, self.body, self.serving, self.settings, self.now, self.canary_wait
+        )
         self._quality()
         self._write_status()
 
@@ -373,24 +378,30 @@ class _Reconcile:
             return
         if (self.now - started).total_seconds() < step_seconds:
             return
-        verdict = self._analyse(version)
+        due = quality_policy.CanaryWait(started + timedelta(seconds=step_seconds), step_seconds)
+        verdict = self._analyse(version, due, overdue)
         if verdict.outcome == "wait":
             self.observed.append(
                 conditions.Observed(
-                    "CanaryAnalysis", "Unknown", "WaitingForTraffic", verdict.message
+                    "CanaryAnalysis", "Unknown", verdict.reason or "WaitingForTraffic",
+                    verdict.message,
                 )
-            )
+            )  # fmt: skip
             if overdue:
                 self._fail_canary(version, stable, total, f"{deadline}: {verdict.message}")
             return
         if verdict.outcome == "fail":
             self.observed.append(
-                conditions.Observed("CanaryAnalysis", "False", "AnalysisFailed", verdict.message)
+                conditions.Observed(
+                    "CanaryAnalysis", "False", verdict.reason or "AnalysisFailed", verdict.message
+                )
             )
             self._fail_canary(version, stable, total, verdict.message)
             return
         self.observed.append(
-            conditions.Observed("CanaryAnalysis", "True", "AnalysisPassed", verdict.message)
+            conditions.Observed(
+                "CanaryAnalysis", "True", verdict.reason or "AnalysisPassed", verdict.message
+            )
         )
         if step + 1 < len(steps):
             stable_replicas, canary_replicas = rollout.canary_split(total, steps[step + 1])
@@ -460,10 +471,31 @@ class _Reconcile:
             self.body, "Warning", "RolledBack", f"canary v{version} rolled back: {message}"
         )
 
-    def _analyse(self, version: int) -> rollout.Verdict:
+    def _analyse(
+        self, version: int, step: quality_policy.CanaryWait, overdue: bool
+    ) -> rollout.Verdict:
+        """The step's verdict on the canary's traffic and, with a quality gate, on its
+        live quality (a wait for it brings the next evaluation forward)."""
         analysis = self.isvc.spec.rollout.analysis
         if analysis is None:
             return rollout.Verdict("pass", "no analysis configured")
+        traffic = self._analyse_traffic(version, analysis)
+        quality_spec = self.isvc.spec.monitoring.quality if self.isvc.spec.monitoring else None
+        if not analysis.gates_quality or quality_spec is None or self.serving is None:
+            return traffic
+        gate = rollout.analyse_quality(
+            analysis,
+            quality_spec,
+            self.isvc.status.quality,
+            (version, self.serving),
+            step.step_due,
+            overdue,
+        )
+        if gate.outcome == "wait":
+            self.canary_wait = step
+        return rollout.combine(traffic, gate)
+
+    def _analyse_traffic(self, version: int, analysis: Analysis) -> rollout.Verdict:
         traffic: list[rollout.Traffic] = []
         unreadable = 0
         for text in self._scrape(version, self.settings.serving_port, "/metrics"):

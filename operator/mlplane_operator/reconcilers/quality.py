@@ -4,9 +4,10 @@ read from the Job's termination message, QualityDegraded for the serving version
 Level-based: each pass reads the evaluator Jobs, takes the newest finished one not yet
 read, deletes the finished ones before it (the status holds what they said; the newest
 stays for `kubectl logs`), and, while a version is served, starts the Job of the current
-slot if there is none. Job names carry the slot, so two passes (or two replicas) never
-start one slot twice; a Job collected before it was read only means the next slot
-answers.
+slot if there is none (a canary step waiting for its quality verdict brings its slot
+forward: policies.quality.evaluation_slot). Job names carry the slot, so two passes (or
+two replicas) never start one slot twice; a Job collected before it was read only means
+the next slot answers.
 """
 
 from __future__ import annotations
@@ -43,7 +44,10 @@ def evaluate(
     serving: int | None,
     settings: OperatorSettings,
     now: datetime,
+    canary: policy.CanaryWait | None = None,
 ) -> Evaluation | None:
+    """`canary`: a canary step waiting for its quality verdict, which wants an evaluation
+    sooner than the next interval slot."""
     quality = isvc.spec.monitoring.quality if isvc.spec.monitoring else None
     if quality is None:
         return None
@@ -59,7 +63,7 @@ def evaluate(
     for job in finished:
         if _window_end(job) < kept:
             kube.delete("Job", isvc.namespace, job["metadata"]["name"])
-    slot = policy.window_end(quality.interval_seconds, now)
+    slot = policy.evaluation_slot(quality.interval_seconds, now, canary)
     active = len(jobs) > len(finished)
     fresh = slot > read_until and all(_window_end(j) != slot for j in jobs)
     if serving is not None and not active and fresh:

@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mlplane_operator import conditions, kube, labels, metrics
-from mlplane_operator.api.v1alpha1 import MetricValue, TrainingJob, TrainingRun
+from mlplane_operator.api.v1alpha1 import InferenceService, MetricValue, TrainingJob, TrainingRun
 from mlplane_operator.api.v1alpha1.trainingjob import RunOutcome
+from mlplane_operator.builders.quality import log_root
 from mlplane_operator.builders.registry import build_model_version
 from mlplane_operator.builders.training import Run, build_training_job, storage_uri
 from mlplane_operator.builders.workloads import build_storage_claim, claims_of
@@ -166,7 +167,7 @@ def _start_run(
         [int(name.rsplit("-", 1)[-1]) for name in history if name.rsplit("-", 1)[-1].isdigit()],
     )
     run = Run(number=number, trigger=decision.trigger, generation=tj.metadata.get("generation", 1))
-    job = build_training_job(tj, body, run, settings)
+    job = build_training_job(tj, body, run, settings, _feedback_log(tj, body, run, settings))
     _ensure_default_storage(tj, settings)
     annotations = job["metadata"]["annotations"]
     if decision.retrain_request:
@@ -256,7 +257,9 @@ def _resume(
         return run
     trigger = run.trigger.value if run.trigger else "Spec"
     resumed = Run(int(number), trigger, run.generation or tj.metadata.get("generation", 1))
-    job = build_training_job(tj, body, resumed, settings)
+    job = build_training_job(
+        tj, body, resumed, settings, _feedback_log(tj, body, resumed, settings)
+    )
     job["metadata"]["annotations"][RESUMED] = "true"
     if kube.create(job) is not None:
         text = (
@@ -266,6 +269,27 @@ def _resume(
         kube.post_event(body, "Normal", "RunResumed", text)
     run.message = "resumed: its Job was deleted before its result was read"
     return run
+
+
+def _feedback_log(
+    tj: TrainingJob, body: Manifest, run: Run, settings: OperatorSettings
+) -> str | None:
+    """The log root spec.dataset.feedback reads; None, said in a Warning Event, while its
+    InferenceService does not exist or logs nothing (the run trains without its rows)."""
+    feedback = tj.spec.dataset.feedback
+    if feedback is None:
+        return None
+    name = feedback.inference_service
+    found = kube.cached_get("InferenceService", tj.namespace, name)
+    root = log_root(InferenceService.from_body(found), settings) if found else None
+    if root is None:
+        why = "does not exist" if found is None else "has no spec.monitoring.logging"
+        text = (
+            f"run {run.job_name(tj.name)}: spec.dataset.feedback: InferenceService {name} "
+            f"{why}; the run trains on the dataset alone"
+        )
+        kube.post_event(body, "Warning", "FeedbackUnavailable", text)
+    return root
 
 
 def _ensure_default_storage(tj: TrainingJob, settings: OperatorSettings) -> None:

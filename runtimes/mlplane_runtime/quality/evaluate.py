@@ -58,14 +58,15 @@ def label(value: Any) -> str:
     return str(value)
 
 
-def _number(value: Any) -> float | None:
+def number(value: Any) -> float | None:
+    """A finite number from a JSON value (a number or a numeric string), else None."""
     if isinstance(value, bool):
         return None
     try:
-        number = float(value)
+        parsed = float(value)
     except (TypeError, ValueError):
         return None
-    return number if math.isfinite(number) else None
+    return parsed if math.isfinite(parsed) else None
 
 
 def join(
@@ -92,7 +93,7 @@ def join(
             unusable += 1
             continue
         if numeric:
-            want, got = _number(truth[row]), _number(predicted)
+            want, got = number(truth[row]), number(predicted)
             if want is None or got is None:
                 unusable += 1
                 continue

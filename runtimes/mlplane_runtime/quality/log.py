@@ -181,6 +181,54 @@ def read_predictions(root: str, start: float, end: float) -> pa.Table:
     return joined.filter(pa.array(keep))
 
 
+@dataclass
+class LabeledRows:
+    """Logged input rows that feedback labeled: the training data production adds."""
+
+    inputs: npt.NDArray[np.float32]  # (n, width)
+    truths: list[Any]  # the true value of each row
+    unusable: int = 0  # rows with feedback but no true value for them, or another width
+
+
+def read_labeled_rows(root: str, start: float, end: float, width: int) -> LabeledRows:
+    """The rows logged in [start, end] whose request got feedback in [start, end], each
+    with its true value; rows of another width than `width` (another model's inputs)
+    are counted as unusable. A row logged twice counts once."""
+    feedback = read_feedback(root, start, end)
+    chunks: list[npt.NDArray[np.float32]] = []
+    truths: list[Any] = []
+    unusable = 0
+    seen: set[tuple[str, int]] = set()
+    for uri in prediction_files(root, start, end) if feedback else []:
+        table = pq.read_table(io.BytesIO(read_bytes(uri)), columns=["id", "row", "time", "input"])
+        moments = table["time"].cast(pa.int64()).to_numpy()
+        inside = (moments >= int(start * 1000)) & (moments <= int(end * 1000))
+        keep: list[int] = []
+        for index, (request_id, row) in enumerate(
+            zip(table["id"].to_pylist(), table["row"].to_pylist(), strict=True)
+        ):
+            truth = feedback.get(request_id)
+            if truth is None or not inside[index] or (request_id, row) in seen:
+                continue
+            seen.add((request_id, row))
+            if 0 <= row < len(truth):
+                keep.append(index)
+                truths.append(truth[row])
+            else:
+                unusable += 1
+        if not keep:
+            continue
+        size = table.schema.field("input").type.list_size
+        if size != width:
+            unusable += len(keep)
+            del truths[len(truths) - len(keep) :]
+            continue
+        flat = table["input"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        chunks.append(flat.reshape(-1, size)[keep].astype(np.float32, copy=False))
+    inputs = np.concatenate(chunks) if chunks else np.empty((0, width), np.float32)
+    return LabeledRows(inputs, truths, unusable)
+
+
 def read_feedback(root: str, start: float, end: float) -> dict[str, Truth]:
     """Request id -> truth, for the feedback that arrived in [start, end]; when one id
     was answered twice, the later answer wins."""

@@ -282,4 +282,6 @@ class FeedbackForwarder:
                 connection.close()
         if response.status >= 400:
             detail = answer.decode("utf-8", "replace")[:300]
+            if response.status == 413:  # retrying cannot help: the client must send less
+                raise RequestError(f"the feedback is too large to store (monitor: {detail})", 413)
             raise RequestError(f"cannot store the feedback now (monitor: {detail})", 503)

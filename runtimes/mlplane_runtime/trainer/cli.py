@@ -13,6 +13,8 @@ The spec comes from ``--spec`` (a JSON or YAML file) or the env var
 ``MLPLANE_TRAINING_SPEC`` (JSON); ``--model``, ``--run`` and ``--output`` default to
 ``MLPLANE_MODEL``, ``MLPLANE_RUN`` and ``MLPLANE_OUTPUT_URI``, then to the spec's
 ``model`` and ``output.storageUri``. Artifacts go to ``<output>/<model>/<run>/``.
+With ``spec.dataset.feedback``, ``--feedback-log-uri`` (``MLPLANE_FEEDBACK_LOG_URI``)
+is the InferenceService's log root whose labeled rows are added to the data.
 
 The JSON result goes to ``MLPLANE_TERMINATION_LOG`` (default ``/dev/termination-log``)
 and to stdout. Failures are reported as ``{"error": ..., "reason": ...}`` there and on
@@ -49,6 +51,11 @@ def _train_parser() -> ArgumentParser:
     parser.add_argument("--run", default=env_default("MLPLANE_RUN"), help="run id")
     parser.add_argument(
         "--output", default=env_default("MLPLANE_OUTPUT_URI"), help="storage prefix URI"
+    )
+    parser.add_argument(
+        "--feedback-log-uri",
+        default=env_default("MLPLANE_FEEDBACK_LOG_URI"),
+        help="the InferenceService's log root that spec.dataset.feedback reads",
     )
     return parser
 
@@ -93,6 +100,7 @@ def train_command(argv: list[str]) -> int:
         model=args.model or spec.model,
         run=args.run or time.strftime("run-%Y%m%d-%H%M%S", time.gmtime()),
         output_uri=output,
+        feedback_log_uri=args.feedback_log_uri or "",
     )
     write_result(train(spec, identity))
     return 0

@@ -19,12 +19,21 @@ FORMATS = ("csv", "parquet")
 
 
 @dataclass(frozen=True)
+class FeedbackSpec:
+    """spec.dataset.feedback: an InferenceService's labeled production rows."""
+
+    inference_service: str
+    window_seconds: int = 7 * 86400
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     builtin: str = ""
     uri: str = ""
     format: str = "csv"
     target: str = ""
     features: tuple[str, ...] = ()
+    feedback: FeedbackSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -86,7 +95,23 @@ def _dataset(raw: dict[str, Any]) -> DatasetSpec:
         format=fmt,
         target=str(target),
         features=_string_list(raw.get("features"), "spec.dataset.features"),
+        feedback=_feedback(raw.get("feedback")),
     )
+
+
+def _feedback(value: Any) -> FeedbackSpec | None:
+    if value is None:
+        return None
+    raw = _mapping(value, "spec.dataset.feedback")
+    name = raw.get("inferenceService")
+    if not name or not isinstance(name, str):
+        raise UserError("spec.dataset.feedback.inferenceService is required (a name)")
+    window = raw.get("windowSeconds", 7 * 86400)
+    if isinstance(window, bool) or not isinstance(window, int) or window <= 0:
+        raise UserError(
+            f"spec.dataset.feedback.windowSeconds must be a positive integer, got {window!r}"
+        )
+    return FeedbackSpec(inference_service=name, window_seconds=window)
 
 
 def _estimator(raw: dict[str, Any]) -> EstimatorSpec:

@@ -31,6 +31,7 @@ from mlplane_runtime.trainer.convert import check_parity, to_onnx
 from mlplane_runtime.trainer.data import Dataset, load_dataset
 from mlplane_runtime.trainer.estimators import build_estimator, is_classification
 from mlplane_runtime.trainer.evaluation import check_metrics, evaluate
+from mlplane_runtime.trainer.feedback import FEEDBACK_FILE, add_feedback
 from mlplane_runtime.trainer.spec import TrainingSpec
 
 METRICS_FILE = "metrics.json"
@@ -44,6 +45,7 @@ class RunIdentity:
     model: str
     run: str
     output_uri: str
+    feedback_log_uri: str = ""  # the InferenceService log spec.dataset.feedback reads
 
 
 def library_versions() -> dict[str, str]:
@@ -136,6 +138,10 @@ def train(spec: TrainingSpec, identity: RunIdentity) -> dict[str, Any]:
     metric_names = check_metrics(spec.validation.metrics, classification)
     estimator = build_estimator(spec.estimator, spec.validation.seed)
     data = load_dataset(spec.dataset)
+    production = add_feedback(
+        data, spec.dataset, identity.feedback_log_uri, classification, time.time()
+    )
+    data = production.dataset if production else data
     if classification and data.target.dtype.kind == "f":
         raise UserError(
             f"{spec.estimator.class_name} is a classifier but target {spec.dataset.target!r} "
@@ -161,6 +167,8 @@ def train(spec: TrainingSpec, identity: RunIdentity) -> dict[str, Any]:
         METRICS_FILE: _json(metrics_doc),
         PROFILE_FILE: _json(profile),
     }
+    if production:
+        files[FEEDBACK_FILE] = production.snapshot
     digests = {name: digests_of(data) for name, data in files.items()}
     estimator_info = {
         "class": spec.estimator.class_name,
@@ -198,6 +206,8 @@ def train(spec: TrainingSpec, identity: RunIdentity) -> dict[str, Any]:
         "libraries": libraries,
         "durationSeconds": round(time.monotonic() - started, 3),
     }
+    if production:
+        result["feedback"] = production.lineage(location, digests[FEEDBACK_FILE]["sha256"])
     files[RESULT_FILE] = _json(result)
     try:
         publish_directory(location, files, commit_file=MANIFEST_FILE)

@@ -101,6 +101,34 @@ class Analysis(KubeModel):
     min_requests: Annotated[int, Field(ge=0)] = 10
     """Requests the canary must serve in a step before the thresholds are judged; with
     fewer, the step waits."""
+    min_quality: Annotated[float, Field(le=1)] | None = None
+    """The least live value of spec.monitoring.quality.metric the canary must reach, for
+    the metrics where higher is better (accuracy, f1_macro, r2; at most 1). Judged, as
+    every quality gate, on an evaluation that ends after the step's stepSeconds and
+    once minLabeled of the canary's predictions have feedback. Requires
+    spec.monitoring.quality; with rmse or mae use maxError."""
+    max_error: Annotated[float, Field(ge=0)] | None = None
+    """The largest live value of spec.monitoring.quality.metric the canary may have, for
+    the error metrics (rmse, mae: lower is better). Requires spec.monitoring.quality; with
+    accuracy, f1_macro or r2 use minQuality."""
+    quality_tolerance: Annotated[float, Field(ge=0)] | None = None
+    """How much worse than the stable version's live metric the canary's may be, in the
+    metric's own units (0.02 with accuracy: two points below stable), both over at
+    least minLabeled labeled predictions; 0 means no worse at all. Requires
+    spec.monitoring.quality."""
+    fail_without_labels: bool | None = None
+    """What a step does when the canary (or, with qualityTolerance, the stable version)
+    still has fewer than minLabeled labeled predictions at the step's deadline
+    (stepSeconds + progressDeadlineSeconds): fail the analysis (true, the default:
+    no promotion without evidence) or judge the step on its traffic alone (false). Only
+    with minQuality, maxError or qualityTolerance."""
+
+    @property
+    def gates_quality(self) -> bool:
+        """Whether the canary's live quality is judged (minQuality, maxError or
+        qualityTolerance)."""
+        bounds = (self.min_quality, self.max_error, self.quality_tolerance)
+        return any(bound is not None for bound in bounds)
 
 
 class Rollout(KubeModel):
@@ -293,6 +321,28 @@ class Monitoring(KubeModel):
     """Create a Prometheus Operator ServiceMonitor for the server and monitor metrics."""
 
 
+_ANALYSIS = "has(self.rollout) && has(self.rollout.analysis)"
+_QUALITY = "has(self.monitoring) && has(self.monitoring.quality)"
+_GATES = (
+    f"({_ANALYSIS} && (has(self.rollout.analysis.minQuality) || "
+    "has(self.rollout.analysis.maxError) || has(self.rollout.analysis.qualityTolerance)))"
+)
+
+
+def _gates(spec: InferenceServiceSpec) -> bool:
+    return spec.rollout.analysis is not None and spec.rollout.analysis.gates_quality
+
+
+def _quality_metric(spec: InferenceServiceSpec) -> QualityMetric | None:
+    quality = spec.monitoring.quality if spec.monitoring else None
+    return quality.metric if quality else None
+
+
+def _lower_is_better(spec: InferenceServiceSpec) -> bool:
+    metric = _quality_metric(spec)
+    return metric is not None and metric.lower_is_better
+
+
 def _has_cpu(resources: ResourceRequirements | None) -> bool:
     """A CPU request, given or defaulted from the limit as Kubernetes does."""
     if resources is None:
@@ -329,6 +379,53 @@ class InferenceServiceSpec(KubeModel):
             check=lambda s: s.autoscaling is None or _has_cpu(s.resources),
             field_path=".resources",
             reason="FieldValueRequired",
+        ),
+        Rule(
+            cel=f"!{_GATES} || (has(self.monitoring) && has(self.monitoring.quality))",
+            message="spec.rollout.analysis.minQuality, maxError and qualityTolerance judge the "
+            "canary's live spec.monitoring.quality.metric: they require spec.monitoring.quality",
+            check=lambda s: not _gates(s) or _quality_metric(s) is not None,
+            field_path=".rollout.analysis",
+            reason="FieldValueRequired",
+        ),
+        Rule(
+            cel=f"!({_ANALYSIS} && has(self.rollout.analysis.minQuality) && {_QUALITY} && "
+            "self.monitoring.quality.metric in ['rmse', 'mae'])",
+            message="spec.rollout.analysis.minQuality is for metrics where higher is better "
+            "(accuracy, f1_macro, r2); spec.monitoring.quality.metric is an error (rmse, "
+            "mae): bound it with spec.rollout.analysis.maxError",
+            check=lambda s: (
+                s.rollout.analysis is None
+                or s.rollout.analysis.min_quality is None
+                or not _lower_is_better(s)
+            ),
+            field_path=".rollout.analysis.minQuality",
+        ),
+        Rule(
+            cel=f"!({_ANALYSIS} && has(self.rollout.analysis.maxError) && {_QUALITY} && "
+            "!(self.monitoring.quality.metric in ['rmse', 'mae']))",
+            message="spec.rollout.analysis.maxError is for error metrics (rmse, mae); "
+            "spec.monitoring.quality.metric is one where higher is better (accuracy, "
+            "f1_macro, r2): bound it with spec.rollout.analysis.minQuality",
+            check=lambda s: (
+                s.rollout.analysis is None
+                or s.rollout.analysis.max_error is None
+                or _quality_metric(s) is None
+                or _lower_is_better(s)
+            ),
+            field_path=".rollout.analysis.maxError",
+        ),
+        Rule(
+            cel=f"!({_ANALYSIS} && has(self.rollout.analysis.failWithoutLabels)) || {_GATES}",
+            message="spec.rollout.analysis.failWithoutLabels is only allowed with a quality "
+            "gate (minQuality, maxError or qualityTolerance)",
+            check=lambda s: (
+                s.rollout.analysis is None
+                or s.rollout.analysis.fail_without_labels is None
+                or _gates(s)
+            ),
+            field_path=".rollout.analysis.failWithoutLabels",
+            reason="FieldValueForbidden",
         ),
     )
 

@@ -109,6 +109,19 @@ class DatasetLineage(KubeModel):
     """The SHA-256 of the data file."""
 
 
+class FeedbackLineage(KubeModel):
+    """The labeled production rows the model was also trained on."""
+
+    inference_service: ObjectName
+    """The InferenceService whose prediction log and feedback they came from."""
+    uri: StorageUri
+    """The snapshot of the rows used (feedback.parquet in the run's directory)."""
+    sha256: Sha256
+    """The SHA-256 of the snapshot."""
+    rows: Annotated[int, Field(ge=0)]
+    """How many labeled rows it holds."""
+
+
 class EstimatorLineage(KubeModel):
     """The estimator that produced the model."""
 
@@ -127,6 +140,9 @@ class Lineage(KubeModel):
     """The run of that TrainingJob."""
     dataset: DatasetLineage | None = None
     """The training data: its uri and SHA-256."""
+    feedback: FeedbackLineage | None = None
+    """The labeled production rows added to it (spec.dataset.feedback of the TrainingJob):
+    the snapshot's uri, SHA-256 and row count."""
     estimator: EstimatorLineage | None = None
     """The estimator class and its parameters."""
     image: Annotated[str, StringConstraints(max_length=512)] | None = None

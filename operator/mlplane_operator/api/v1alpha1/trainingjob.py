@@ -87,6 +87,19 @@ class Preprocessor(StrEnum):
 ColumnName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
 
+class FeedbackData(KubeModel):
+    """Labeled production rows: the requests an InferenceService logged
+    (spec.monitoring.logging), each input row with the truth its feedback gave."""
+
+    inference_service: ObjectName
+    """The InferenceService in this namespace whose prediction log and feedback are read.
+    A run starts without its rows (and says so in an Event) while it does not exist or
+    logs nothing."""
+    window_seconds: Annotated[int, Field(ge=60, le=90 * 86400)] = 7 * 86400
+    """The rows of the last windowSeconds before the run starts (predictions logged and
+    feedback received in it); default 7 days, at most 90."""
+
+
 class Dataset(KubeModel):
     """The training data: exactly one of `builtin` (a scikit-learn dataset) or `uri`."""
 
@@ -132,6 +145,11 @@ class Dataset(KubeModel):
     """The column to predict. Required with `uri`."""
     features: Annotated[list[ColumnName], Field(min_length=1, max_length=1024)] | None = None
     """The feature columns to train on, in order. Default: every column but the target."""
+    feedback: FeedbackData | None = None
+    """Also train on an InferenceService's labeled production rows: its logged inputs
+    joined with their feedback, added to the data before the train/test split. The run
+    writes the rows it used as feedback.parquet next to the model, and the ModelVersion's
+    spec.lineage.feedback records it (uri, sha256, rows)."""
 
     @property
     def effective_format(self) -> DataFormat:
