@@ -15,7 +15,7 @@ from datetime import datetime
 
 from prometheus_client.parser import text_string_to_metric_families
 
-INFERENCE_PROTOCOLS = frozenset({"v1", "v2"})
+INFERENCE_PROTOCOLS = frozenset({"v1", "v2", "grpc"})  # the server's `protocol` label
 
 
 def canary_split(total: int, weight: int) -> tuple[int, int]:

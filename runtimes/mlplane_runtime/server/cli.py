@@ -1,4 +1,4 @@
-"""`mlplane-serve`: serve one ONNX model over KServe V2 and V1 REST.
+"""`mlplane-serve`: serve one ONNX model over KServe V2 (REST and gRPC) and V1 REST.
 
 Every flag has an environment variable: ``MLPLANE_`` and the flag in capitals
 (``--max-body-bytes`` reads ``MLPLANE_MAX_BODY_BYTES``), except ``--sha256``, which reads
@@ -34,6 +34,8 @@ from mlplane_runtime.errors import RuntimeFailure, UserError
 from mlplane_runtime.httpserver import HttpServer, install_signal_handlers
 from mlplane_runtime.server import metrics
 from mlplane_runtime.server.dataplane import MAX_ROWS, DataPlane
+from mlplane_runtime.server.grpc_server import DEFAULT_PORT as GRPC_PORT
+from mlplane_runtime.server.grpc_server import GrpcApp, GrpcServer
 from mlplane_runtime.server.model import OnnxModel
 from mlplane_runtime.server.rest import OFFLOAD_ROWS, RestApp
 from mlplane_runtime.server.sampler import Sampler
@@ -53,6 +55,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--sha256", default=env_default("MLPLANE_MODEL_SHA256"))
     p.add_argument("--host", default=env_default("MLPLANE_HOST", "0.0.0.0"))
     p.add_argument("--port", type=int, default=int(env_default("MLPLANE_PORT", "8080")))
+    p.add_argument(
+        "--grpc-port",
+        type=int,
+        default=int(env_default("MLPLANE_GRPC_PORT", str(GRPC_PORT))),
+        help=f"the Open Inference Protocol over gRPC (default {GRPC_PORT}; 0 turns it off)",
+    )
     p.add_argument(
         "--threads",
         type=int,
@@ -107,6 +115,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("--threads >= 1 and 0 <= --sample-rate <= 1")
     if args.max_rows < 1 or args.offload_rows < 0:
         p.error("--max-rows must be >= 1 and --offload-rows >= 0")
+    if not 0 <= args.grpc_port <= 65535:
+        p.error("--grpc-port must be a port number (0 turns gRPC off)")
     if args.drain_seconds < 0 or args.grace_seconds < 0:
         p.error("--drain-seconds and --grace-seconds must be >= 0")
     args.limits = limits_from_args(p, args)
@@ -133,6 +143,13 @@ async def serve(args: argparse.Namespace) -> int:
     server = HttpServer(RestApp(plane, offload_rows=args.offload_rows), args.limits)
     port = await server.start(args.host, args.port)
     log.info("listening on %s:%d (live; loading %s)", args.host, port, args.model_uri)
+    grpc_server = None
+    if args.grpc_port:
+        grpc_server = GrpcServer(
+            GrpcApp(plane, offload_rows=args.offload_rows), args.limits.max_body_bytes
+        )
+        await grpc_server.start(args.host, args.grpc_port)
+        log.info("gRPC on %s:%d", args.host, args.grpc_port)
     stop = asyncio.Event()
     install_signal_handlers(stop)
     try:
@@ -140,6 +157,8 @@ async def serve(args: argparse.Namespace) -> int:
     except RuntimeFailure as exc:
         log.error("not ready: %s", exc)
         await server.shutdown(grace_seconds=0)
+        if grpc_server is not None:
+            await grpc_server.shutdown(grace_seconds=0)
         raise
     metrics.MODEL_INFO.labels(model.name, model.version, model.sha256[:12]).set(1)
     metrics.MODEL_READY.set(1)
@@ -149,7 +168,10 @@ async def serve(args: argparse.Namespace) -> int:
     await stop.wait()
     await drain(server, plane, stop, args.drain_seconds)
     log.info("closing: up to %gs for the requests in flight", args.grace_seconds)
-    await server.shutdown(args.grace_seconds)
+    closing = [server.shutdown(args.grace_seconds)]
+    if grpc_server is not None:
+        closing.append(grpc_server.shutdown(args.grace_seconds))
+    await asyncio.gather(*closing)
     if sampler is not None:
         sampler.stop()
     log.info("stopped")

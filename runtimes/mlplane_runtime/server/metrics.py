@@ -8,13 +8,14 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 REQUESTS = Counter(
     "mlplane_requests",
-    "HTTP requests by protocol (v1, v2, health, metrics, other) and status code.",
+    "Requests by protocol (v1, v2 and grpc inference and metadata; health, metrics, other) "
+    "and status code: the HTTP status, for gRPC the one the same answer has over REST.",
     ["protocol", "code"],
     registry=REGISTRY,
 )
 LATENCY = Histogram(
     "mlplane_request_duration_seconds",
-    "Time to handle an inference request, by protocol.",
+    "Time to handle an inference or metadata request, by protocol (v1, v2, grpc).",
     ["protocol"],
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
     registry=REGISTRY,
