@@ -33,6 +33,7 @@ from mlplane_runtime.cli_support import (
 from mlplane_runtime.errors import RuntimeFailure, UserError
 from mlplane_runtime.httpserver import HttpServer, install_signal_handlers
 from mlplane_runtime.server import metrics
+from mlplane_runtime.server.batching import Batcher, batchable
 from mlplane_runtime.server.dataplane import MAX_ROWS, DataPlane
 from mlplane_runtime.server.grpc_server import DEFAULT_PORT as GRPC_PORT
 from mlplane_runtime.server.grpc_server import GrpcApp, GrpcServer
@@ -42,6 +43,7 @@ from mlplane_runtime.server.sampler import Sampler
 
 log = logging.getLogger("mlplane.serve")
 
+MAX_BATCH_LATENCY_MS = 1000
 # After SIGTERM (both within the pod's terminationGracePeriodSeconds, 30 by default).
 DRAIN_SECONDS = 5.0
 GRACE_SECONDS = 20.0
@@ -82,6 +84,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         f"the probes keep answering (default {OFFLOAD_ROWS})",
     )
     p.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=int(env_default("MLPLANE_MAX_BATCH_SIZE", "0")),
+        help="adaptive batching: concurrent V2 requests (REST and gRPC) share one ONNX "
+        "Runtime run of at most this many rows (default 0: off)",
+    )
+    p.add_argument(
+        "--max-batch-latency-ms",
+        type=float,
+        default=float(env_default("MLPLANE_MAX_BATCH_LATENCY_MS", "0")),
+        help="the longest a batch waits for more rows while the model is free (default 0: "
+        "the loop's next turn, so a lone request never waits)",
+    )
+    p.add_argument(
         "--monitor-url",
         default=env_default("MLPLANE_MONITOR_URL"),
         help="the monitor sidecar's samples address, e.g. http://127.0.0.1:8082",
@@ -115,6 +131,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("--threads >= 1 and 0 <= --sample-rate <= 1")
     if args.max_rows < 1 or args.offload_rows < 0:
         p.error("--max-rows must be >= 1 and --offload-rows >= 0")
+    if not 0 <= args.max_batch_size <= args.max_rows:
+        p.error("--max-batch-size must be between 0 (off) and --max-rows")
+    if not 0 <= args.max_batch_latency_ms <= MAX_BATCH_LATENCY_MS:
+        p.error(f"--max-batch-latency-ms must be between 0 and {MAX_BATCH_LATENCY_MS}")
     if not 0 <= args.grpc_port <= 65535:
         p.error("--grpc-port must be a port number (0 turns gRPC off)")
     if args.drain_seconds < 0 or args.grace_seconds < 0:
@@ -160,6 +180,8 @@ async def serve(args: argparse.Namespace) -> int:
         if grpc_server is not None:
             await grpc_server.shutdown(grace_seconds=0)
         raise
+    if args.max_batch_size:
+        plane.batcher = _batcher(model, args)
     metrics.MODEL_INFO.labels(model.name, model.version, model.sha256[:12]).set(1)
     metrics.MODEL_READY.set(1)
     log.info("ready: model %s version %r sha256 %s", model.name, model.version, model.sha256)
@@ -174,8 +196,25 @@ async def serve(args: argparse.Namespace) -> int:
     await asyncio.gather(*closing)
     if sampler is not None:
         sampler.stop()
+    if plane.batcher is not None:
+        plane.batcher.close()
     log.info("stopped")
     return 0
+
+
+def _batcher(model: OnnxModel, args: argparse.Namespace) -> Batcher | None:
+    if not batchable(model):
+        log.warning(
+            "adaptive batching is off: the model's inputs and outputs do not all have a "
+            "dynamic first dimension to stack requests on"
+        )
+        return None
+    log.info(
+        "adaptive batching: up to %d rows a run, waiting up to %g ms",
+        args.max_batch_size,
+        args.max_batch_latency_ms,
+    )
+    return Batcher(model, args.max_batch_size, args.max_batch_latency_ms / 1000)
 
 
 async def drain(server: HttpServer, plane: DataPlane, stop: asyncio.Event, seconds: float) -> None:

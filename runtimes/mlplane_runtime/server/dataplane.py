@@ -9,6 +9,7 @@ import numpy as np
 import mlplane_runtime
 from mlplane_runtime.httpserver import RequestError
 from mlplane_runtime.server import metrics
+from mlplane_runtime.server.batching import Batcher
 from mlplane_runtime.server.codec import Array, InferenceRequest, RequestedOutput
 from mlplane_runtime.server.model import OnnxModel, TensorSpec
 
@@ -22,11 +23,16 @@ MAX_ROWS = 10_000  # per request (the --max-rows default): bounds the work of on
 
 class DataPlane:
     def __init__(
-        self, model: OnnxModel, sampler: SampleSink | None = None, max_rows: int = MAX_ROWS
+        self,
+        model: OnnxModel,
+        sampler: SampleSink | None = None,
+        max_rows: int = MAX_ROWS,
+        batcher: Batcher | None = None,
     ) -> None:
         self.model = model
         self.sampler = sampler
         self.max_rows = max_rows
+        self.batcher = batcher  # None: every request runs alone
         self.draining = False
 
     # health and metadata
@@ -81,6 +87,27 @@ class DataPlane:
     ) -> tuple[dict[str, Any], list[tuple[str, str, Array, bool]]]:
         """V2 inference on a model from `ready_model`: the response header fields and the
         (name, datatype, array, binary) outputs to encode."""
+        wanted = self._check(model, request)
+        return self._respond(model, request, wanted, self._predict(model, request.inputs))
+
+    def batches(self, request: InferenceRequest) -> bool:
+        """Whether `infer_batched` would share a run for this request (else the front
+        runs it alone, inline or offloaded, by its size)."""
+        return self.batcher is not None and self.batcher.accepts(request.inputs, request.rows)
+
+    async def infer_batched(
+        self, model: OnnxModel, request: InferenceRequest
+    ) -> tuple[dict[str, Any], list[tuple[str, str, Array, bool]]]:
+        """`infer`, in a run shared with the concurrent requests (`batches` is true).
+        The request is checked alone first, so a bad one never joins a batch."""
+        assert self.batcher is not None
+        wanted = self._check(model, request)
+        results = await self.batcher.predict(request.inputs, request.rows)
+        self._record(model, request.inputs, results)
+        return self._respond(model, request, wanted, results)
+
+    def _check(self, model: OnnxModel, request: InferenceRequest) -> list[RequestedOutput]:
+        """The outputs to answer, once the request fits the model; else a RequestError."""
         if request.rows > self.max_rows:
             self.check_rows(request.rows)
         for spec in model.inputs:
@@ -94,16 +121,23 @@ class DataPlane:
             known = {spec.name for spec in model.inputs}
             unknown = sorted(set(request.inputs) - known)
             raise RequestError(f"unknown input(s) {unknown}; model inputs: {sorted(known)}")
-        by_name = {spec.name: spec for spec in model.outputs}
+        names = {spec.name for spec in model.outputs}
         wanted = request.outputs
         if wanted is None:
             wanted = [RequestedOutput(spec.name, request.binary_outputs) for spec in model.outputs]
         for item in wanted:
-            if item.name not in by_name:
-                raise RequestError(
-                    f"unknown output {item.name!r}; model outputs: {sorted(by_name)}"
-                )
-        results = self._predict(model, request.inputs)
+            if item.name not in names:
+                raise RequestError(f"unknown output {item.name!r}; model outputs: {sorted(names)}")
+        return wanted
+
+    @staticmethod
+    def _respond(
+        model: OnnxModel,
+        request: InferenceRequest,
+        wanted: list[RequestedOutput],
+        results: dict[str, Array],
+    ) -> tuple[dict[str, Any], list[tuple[str, str, Array, bool]]]:
+        by_name = {spec.name: spec for spec in model.outputs}
         outputs = [
             (item.name, by_name[item.name].datatype, results[item.name], item.binary)
             for item in wanted
@@ -131,11 +165,17 @@ class DataPlane:
 
     def _predict(self, model: OnnxModel, inputs: dict[str, Array]) -> dict[str, Array]:
         results: dict[str, Array] = model.predict(inputs)
+        self._record(model, inputs, results)
+        return results
+
+    def _record(
+        self, model: OnnxModel, inputs: dict[str, Array], results: dict[str, Array]
+    ) -> None:
+        """Count the rows and offer them to the monitor's sampler."""
         first_input = next(iter(inputs.values()))
         metrics.ROWS.inc(first_input.shape[0] if first_input.ndim else 1)
         if self.sampler is not None and len(inputs) == 1:
             self.sampler.offer(first_input, results[model.outputs[0].name])
-        return results
 
 
 def _check_tensor(spec: TensorSpec, datatype: str, array: Array) -> None:

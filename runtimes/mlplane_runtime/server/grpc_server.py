@@ -219,6 +219,8 @@ class GrpcApp:
             if sum(len(raw) for raw in request.raw_input_contents) > OFFLOAD_BODY_BYTES:
                 return await self._offload(self._decode_and_infer, model, request)
             decoded = decode_request(request)
+            if self.dataplane.batches(decoded):
+                return encode_response(*await self.dataplane.infer_batched(model, decoded))
             if decoded.rows > self.offload_rows:
                 self.dataplane.check_rows(decoded.rows)
                 return await self._offload(self._infer_decoded, model, decoded)

@@ -21,6 +21,12 @@ LATENCY = Histogram(
     registry=REGISTRY,
 )
 ROWS = Counter("mlplane_predicted_rows", "Rows predicted.", registry=REGISTRY)
+BATCH_ROWS = Histogram(
+    "mlplane_batch_rows",
+    "Rows per ONNX Runtime run of the adaptive batcher (--max-batch-size).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+    registry=REGISTRY,
+)
 MODEL_INFO = Gauge(
     "mlplane_model_info",
     "The served model (1 once loaded): name, version and sha256 prefix.",
