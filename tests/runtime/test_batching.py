@@ -62,7 +62,7 @@ def test_concurrent_requests_share_runs_and_each_gets_its_own_rows(
     iris_model: TrainedModel, most: int
 ) -> None:
     model = loaded(iris_model)
-    batcher = Batcher(model, max_batch_size=most, max_latency=0)
+    batcher = Batcher(model, max_batch_size=most, max_latency=0, inline_rows=64)
     requests = [random_rows(seed, 1 + seed % 3) for seed in range(40)]
     total = sum(len(rows) for rows in requests)  # 79
 
@@ -96,7 +96,7 @@ def test_a_failing_run_fails_only_the_request_at_fault(iris_model: TrainedModel)
 
     model = RejectsInfinity("iris", "1", f"file://{iris_model.model_path}", iris_model.sha256)
     model.load()
-    batcher = Batcher(model, max_batch_size=BATCH, max_latency=0)
+    batcher = Batcher(model, max_batch_size=BATCH, max_latency=0, inline_rows=64)
     good = [random_rows(seed, 2) for seed in range(5)]
     bad = np.array([[np.inf, 1, 1, 1]], np.float32)
 

@@ -6,7 +6,9 @@ next one) when it holds `max_batch_size` rows, or when the model is free and its
 request has waited `max_latency` seconds; 0 dispatches it on the loop's next turn, so a
 lone request never waits while requests that arrived together still share a run. While
 a batch runs, requests queue, and the next batch takes them as soon as the run ends:
-under load, batches grow by themselves. A request with more rows than a batch holds
+under load, batches grow by themselves. A batch of one request of at most `inline_rows`
+rows runs on the loop, as it would unbatched: at low concurrency batching costs no
+thread hand-off. A request with more rows than a batch holds
 never comes here (the data plane runs it alone).
 
 Errors stay per request: the data plane checks each request before it queues, and if a
@@ -55,10 +57,17 @@ def batchable(model: OnnxModel) -> bool:
 
 
 class Batcher:
-    def __init__(self, model: OnnxModel, max_batch_size: int, max_latency: float) -> None:
+    def __init__(
+        self,
+        model: OnnxModel,
+        max_batch_size: int,
+        max_latency: float,
+        inline_rows: int,
+    ) -> None:
         self.model = model
         self.max_batch_size = max_batch_size
         self.max_latency = max_latency
+        self.inline_rows = inline_rows
         self._queue: collections.deque[_Queued] = collections.deque()
         self._queued_rows = 0
         self._running = False
@@ -105,6 +114,10 @@ class Batcher:
             batch.requests.append(queued)
             batch.rows += queued.rows
         self._queued_rows -= batch.rows
+        if len(batch.requests) == 1 and batch.rows <= self.inline_rows:
+            self._settle(batch, self._run(batch))
+            self._schedule(loop)
+            return
         self._running = True
         done = loop.run_in_executor(self._runner, self._run, batch)
         done.add_done_callback(lambda finished: self._finished(loop, batch, finished))
@@ -117,11 +130,16 @@ class Batcher:
     ) -> None:
         self._running = False
         error = finished.exception() if not finished.cancelled() else None
-        outcomes: list[Outputs | BaseException]
         if finished.cancelled() or error is not None:
-            outcomes = [error or RuntimeError("the batch was cancelled")] * len(batch.requests)
+            failure = error or RuntimeError("the batch was cancelled")
+            self._settle(batch, [failure] * len(batch.requests))
         else:
-            outcomes = finished.result()
+            self._settle(batch, finished.result())
+        if self._queue:  # they waited for this run: no more waiting
+            self._dispatch(loop)
+
+    @staticmethod
+    def _settle(batch: _Batch, outcomes: list[Outputs | BaseException]) -> None:
         for queued, outcome in zip(batch.requests, outcomes, strict=True):
             if queued.future.done():  # its caller went away
                 continue
@@ -129,8 +147,6 @@ class Batcher:
                 queued.future.set_exception(outcome)
             else:
                 queued.future.set_result(outcome)
-        if self._queue:  # they waited for this run: no more waiting
-            self._dispatch(loop)
 
     def _run(self, batch: _Batch) -> list[Outputs | BaseException]:
         """On the runner thread: one run for the batch, split by rows; a failed run, or

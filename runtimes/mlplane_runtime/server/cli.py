@@ -214,7 +214,7 @@ def _batcher(model: OnnxModel, args: argparse.Namespace) -> Batcher | None:
         args.max_batch_size,
         args.max_batch_latency_ms,
     )
-    return Batcher(model, args.max_batch_size, args.max_batch_latency_ms / 1000)
+    return Batcher(model, args.max_batch_size, args.max_batch_latency_ms / 1000, args.offload_rows)
 
 
 async def drain(server: HttpServer, plane: DataPlane, stop: asyncio.Event, seconds: float) -> None:
