@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 import tritonclient.grpc as triton
 import tritonclient.grpc.aio as triton_aio
+from google.protobuf import descriptor_pb2, descriptor_pool
+from grpc_tools import protoc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
@@ -25,6 +27,7 @@ from mlplane_runtime.server import metrics
 from mlplane_runtime.server.dataplane import DataPlane
 from mlplane_runtime.server.grpc_server import GrpcApp, GrpcServer
 from mlplane_runtime.server.model import OnnxModel
+from mlplane_runtime.server.oip import grpc_predict_v2_pb2
 from tests.runtime.conftest import (
     Process,
     TrainedModel,
@@ -36,6 +39,8 @@ from tests.runtime.conftest import (
 )
 from tests.runtime.test_server import ROWS, reference
 
+RUNTIMES = Path(__file__).resolve().parents[2] / "runtimes"
+PROTO = "mlplane_runtime/server/oip/grpc_predict_v2.proto"
 MAX_ROWS = 50
 MAX_BODY = 65536
 
@@ -420,3 +425,23 @@ def test_sigterm_reports_not_ready_while_serving_on(
     assert not stub.ModelReady(pb.ModelReadyRequest(name="iris")).ready
     assert len(stub.ModelInfer(infer_request()).raw_output_contents) == 2
     assert server.process.proc.wait(timeout=30) == 0
+
+
+def test_the_committed_messages_are_the_proto_in_a_private_pool(tmp_path: Path) -> None:
+    """`make grpc-stubs` was run after the last change to the .proto, and its messages
+    stay out of the default pool, where tritonclient (imported here) has the same names."""
+    out = tmp_path / "descriptors.pb"
+    assert protoc.main(["protoc", f"-I{RUNTIMES}", f"--descriptor_set_out={out}", PROTO]) == 0
+    generated = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()).file[0]
+    _clear_json_names(generated.message_type)  # protoc leaves them out of Python modules
+    committed = descriptor_pb2.FileDescriptorProto()
+    grpc_predict_v2_pb2.DESCRIPTOR.CopyToProto(committed)
+    assert committed == generated
+    assert grpc_predict_v2_pb2.DESCRIPTOR.pool is not descriptor_pool.Default()
+
+
+def _clear_json_names(messages: Any) -> None:
+    for message in messages:
+        for field in message.field:
+            field.ClearField("json_name")
+        _clear_json_names(message.nested_type)
