@@ -147,7 +147,7 @@ def test_grpc_through_the_service_answers_tritonclient_and_batches(
 ) -> None:
     """The Service's grpc port reaches the server's gRPC listener (from the host, through
     the ClusterIP as any client in the cluster would), and spec.server.batching reaches the
-    server: concurrent gRPC callers each get their own answer from shared runs."""
+    server: concurrent gRPC callers each get their own row's answer."""
     ns = op_namespace
     apply(
         ns,
@@ -195,11 +195,11 @@ def test_grpc_through_the_service_answers_tritonclient_and_batches(
         text = response.read().decode()
     traffic = parse_traffic(text)
     assert traffic.requests >= 180  # gRPC inference counts where canary analysis reads
-    batch_rows = next(
+    batch_size = next(
         s.value for f in text_string_to_metric_families(text) for s in f.samples
-        if s.name == "mlplane_batch_rows_sum"
+        if s.name == "mlplane_batch_max_rows"
     )  # fmt: skip
-    assert batch_rows >= 180
+    assert batch_size == 16  # spec.server.batching reached the server
 
 
 def test_a_trainer_over_its_memory_limit_is_reported_oom_killed_with_the_limit(

@@ -85,6 +85,30 @@ def test_concurrent_requests_share_runs_and_each_gets_its_own_rows(
         np.testing.assert_allclose(answer["probabilities"], probabilities, rtol=1e-6)
 
 
+def test_a_request_that_is_alone_skips_the_queue_and_company_does_not(
+    iris_model: TrainedModel,
+) -> None:
+    """At low concurrency batching must cost nothing: a request with no other in its turn
+    of the loop, nothing queued and the model free runs as unbatched; a second one in the
+    same turn, or any while requests wait, queues to share a run."""
+    batcher = Batcher(loaded(iris_model), max_batch_size=BATCH, max_latency=0, inline_rows=64)
+
+    async def turns() -> list[bool]:
+        first, second = batcher.alone(), batcher.alone()
+        await asyncio.sleep(0)
+        next_turn = batcher.alone()
+        await asyncio.sleep(0)
+        queued = asyncio.ensure_future(batcher.predict({"input": random_rows(0, 1)}, 1))
+        await asyncio.sleep(0)  # the request is queued, its run not yet dispatched
+        while_queued = batcher.alone()
+        await queued
+        await asyncio.sleep(0)
+        return [first, second, next_turn, while_queued, batcher.alone()]
+
+    assert asyncio.run(turns()) == [True, False, True, False, True]
+    batcher.close()
+
+
 def test_a_failing_run_fails_only_the_request_at_fault(iris_model: TrainedModel) -> None:
     class RejectsInfinity(OnnxModel):
         """The real model, refusing rows with an infinite value as some models do."""
@@ -153,15 +177,15 @@ def grpc_infer(stub: Any, rows: np.ndarray) -> np.ndarray:
     return np.frombuffer(response.raw_output_contents[0], np.int64)
 
 
-def server_batches(process: Process) -> tuple[float, float]:
+def server_counts(process: Process) -> dict[str, float]:
+    """The server's row and batch counters, by sample name."""
     text = http("GET", process.url + "/metrics")[1].decode()
-    values = {
+    return {
         sample.name: sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
-        if sample.name.startswith("mlplane_batch_rows_")
+        if sample.name.startswith(("mlplane_batch_", "mlplane_predicted_rows_total"))
     }
-    return values["mlplane_batch_rows_count"], values["mlplane_batch_rows_sum"]
 
 
 def test_callers_over_rest_and_grpc_at_once_each_get_their_own_answers(
@@ -192,16 +216,22 @@ def test_callers_over_rest_and_grpc_at_once_each_get_their_own_answers(
                 sent_rows[0] += len(rows)
         connection.close()
 
-    runs_before, rows_before = server_batches(process)
+    before = server_counts(process)
     threads = [threading.Thread(target=caller, args=(i,)) for i in range(16)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    runs, rows = server_batches(process)
+    after = server_counts(process)
     assert failures == []
-    assert rows - rows_before == sent_rows[0]
-    assert runs - runs_before < 16 * 25  # requests shared runs
+    assert (
+        after["mlplane_predicted_rows_total"] - before["mlplane_predicted_rows_total"]
+        == (sent_rows[0])
+    )
+    assert after["mlplane_batch_max_rows"] == BATCH
+    runs = after["mlplane_batch_requests_count"] - before["mlplane_batch_requests_count"]
+    shared = after["mlplane_batch_requests_sum"] - before["mlplane_batch_requests_sum"]
+    assert shared > runs  # some runs served several callers (the rest ran alone)
 
 
 def test_a_bad_request_among_batched_ones_gets_its_own_error(

@@ -6,10 +6,12 @@ next one) when it holds `max_batch_size` rows, or when the model is free and its
 request has waited `max_latency` seconds; 0 dispatches it on the loop's next turn, so a
 lone request never waits while requests that arrived together still share a run. While
 a batch runs, requests queue, and the next batch takes them as soon as the run ends:
-under load, batches grow by themselves. A batch of one request of at most `inline_rows`
-rows runs on the loop, as it would unbatched: at low concurrency batching costs no
-thread hand-off. A request with more rows than a batch holds
-never comes here (the data plane runs it alone).
+under load, batches grow by themselves. A request that is alone (`alone`: the model is
+free, nothing waits, no other request came in this turn of the loop) does not queue at
+all: the front runs it as it would unbatched, so at low concurrency batching costs
+nothing; a batch of one request of at most `inline_rows` rows runs on the loop too. A
+request with more rows than a batch holds never comes here (the data plane runs it
+alone).
 
 Errors stay per request: the data plane checks each request before it queues, and if a
 combined run fails, each of its requests runs alone, so only the one at fault gets the
@@ -72,6 +74,7 @@ class Batcher:
         self._queued_rows = 0
         self._running = False
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._turn_taken = False  # a request was let through alone in this turn of the loop
         self._runner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mlplane-batch")
 
     def accepts(self, inputs: dict[str, Array], rows: int) -> bool:
@@ -80,6 +83,19 @@ class Batcher:
         return rows <= self.max_batch_size and all(
             array.ndim >= 1 and array.shape[0] == rows for array in inputs.values()
         )
+
+    def alone(self) -> bool:
+        """Whether a request arriving now may run at once without queueing: the model is
+        free, nothing waits, and no other request arrived in this turn of the loop (one
+        that does queues, and the next arrivals join it). Call on the event loop."""
+        if self._running or self._queue or self._turn_taken:
+            return False
+        self._turn_taken = True
+        asyncio.get_running_loop().call_soon(self._next_turn)
+        return True
+
+    def _next_turn(self) -> None:
+        self._turn_taken = False
 
     async def predict(self, inputs: dict[str, Array], rows: int) -> Outputs:
         """The model's outputs for this request's rows, from a run it may share."""
@@ -152,6 +168,7 @@ class Batcher:
         """On the runner thread: one run for the batch, split by rows; a failed run, or
         outputs that are not one row per input row, and each request runs alone."""
         metrics.BATCH_ROWS.observe(batch.rows)
+        metrics.BATCH_REQUESTS.observe(len(batch.requests))
         requests = batch.requests
         if len(requests) == 1:
             return [self._alone(requests[0])]

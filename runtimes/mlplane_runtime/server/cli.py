@@ -182,6 +182,7 @@ async def serve(args: argparse.Namespace) -> int:
         raise
     if args.max_batch_size:
         plane.batcher = _batcher(model, args)
+    metrics.BATCH_SIZE.set(plane.batcher.max_batch_size if plane.batcher else 0)
     metrics.MODEL_INFO.labels(model.name, model.version, model.sha256[:12]).set(1)
     metrics.MODEL_READY.set(1)
     log.info("ready: model %s version %r sha256 %s", model.name, model.version, model.sha256)

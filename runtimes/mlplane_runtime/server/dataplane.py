@@ -91,9 +91,16 @@ class DataPlane:
         return self._respond(model, request, wanted, self._predict(model, request.inputs))
 
     def batches(self, request: InferenceRequest) -> bool:
-        """Whether `infer_batched` would share a run for this request (else the front
-        runs it alone, inline or offloaded, by its size)."""
-        return self.batcher is not None and self.batcher.accepts(request.inputs, request.rows)
+        """Whether this request goes through `infer_batched`, to share a run: batching is
+        on, the request fits a batch, and it is not alone (the model is busy, requests
+        wait, or another arrived in this turn of the loop). Else the front runs it as
+        unbatched, inline or offloaded by its size. Call on the event loop."""
+        batcher = self.batcher
+        return (
+            batcher is not None
+            and batcher.accepts(request.inputs, request.rows)
+            and not batcher.alone()
+        )
 
     async def infer_batched(
         self, model: OnnxModel, request: InferenceRequest

@@ -21,9 +21,20 @@ LATENCY = Histogram(
     registry=REGISTRY,
 )
 ROWS = Counter("mlplane_predicted_rows", "Rows predicted.", registry=REGISTRY)
+BATCH_SIZE = Gauge(
+    "mlplane_batch_max_rows",
+    "Adaptive batching: the most rows of one shared run (--max-batch-size; 0: off).",
+    registry=REGISTRY,
+)
 BATCH_ROWS = Histogram(
     "mlplane_batch_rows",
-    "Rows per ONNX Runtime run of the adaptive batcher (--max-batch-size).",
+    "Rows per ONNX Runtime run of the adaptive batcher (requests that ran alone: none).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+    registry=REGISTRY,
+)
+BATCH_REQUESTS = Histogram(
+    "mlplane_batch_requests",
+    "Requests per ONNX Runtime run of the adaptive batcher.",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
     registry=REGISTRY,
 )
