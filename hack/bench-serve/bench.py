@@ -12,8 +12,8 @@ The matrix: the small model and a heavy one (an MLP, 64 -> 1024 -> 1024 -> 10), 
 requests over REST (`wrk`) and gRPC (`ghz`, built from the Go module proxy when
 missing; `raw_input_contents`, as tritonclient sends), at c=1 and c=64, for mlplane with
 batching off and on, MLServer with batching off and on (its adaptive batching), and
-KServe. mlplane's two configurations run side by side and are measured in alternation,
-`--repeats` times (medians), since a shared machine drifts between sequential runs.
+KServe. mlplane's two configurations run side by side and are measured in alternation
+(ABBA), `--repeats` times (medians), since a shared machine drifts between runs.
 """
 
 from __future__ import annotations
@@ -254,7 +254,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--matrix-seconds", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=3, help="of mlplane's matrix cells")
+    parser.add_argument("--repeats", type=int, default=4, help="of mlplane's matrix cells")
     parser.add_argument("--matrix-only", action="store_true")
     parser.add_argument("--skip-mlserver", action="store_true")
     parser.add_argument("--skip-kserve", action="store_true")
@@ -641,10 +641,11 @@ def measure_side_by_side(
                 cell(ghz, server, workload, protocol, 64, 1)  # warm up
             for concurrency in CONCURRENCY:
                 runs: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
-                for _ in range(repeats):
-                    for name, server in servers.items():
+                for repeat in range(repeats):
+                    order = list(servers) if repeat % 2 == 0 else list(reversed(servers))
+                    for name in order:  # alternating which goes first: no order bias
                         runs[name].append(
-                            cell(ghz, server, workload, protocol, concurrency, seconds)
+                            cell(ghz, servers[name], workload, protocol, concurrency, seconds)
                         )
                 for name, measured in runs.items():
                     key = f"{workload.name} {protocol} c={concurrency} {name}"

@@ -251,6 +251,9 @@ class GrpcApp:
         status = 200
         try:
             yield
+        except asyncio.CancelledError:  # the client gave up (or its deadline passed)
+            status = 499  # as nginx counts a request its client closed: not a success
+            raise
         except RequestError as exc:
             status = exc.status
             code = STATUS_CODES.get(status, grpc.StatusCode.INVALID_ARGUMENT)
