@@ -1,12 +1,14 @@
 """The operator as a real process on the host, against the local cluster and node.
 
-It watches only namespaces named `op-*`, which the `op_namespace` fixture creates, so it
-never competes with an operator installed by the chart tests.
+It watches only namespaces named `<OP_PREFIX>-*`, which the `op_namespace` fixture
+creates, so it never competes with an operator installed by the chart tests. The prefix
+is this checkout's: two checkouts sharing a cluster never act on each other's namespaces.
 """
 
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import re
 import signal
@@ -26,6 +28,7 @@ from kubernetes import client
 from tests.kube import REPO, image, kubectl
 
 LOG_DIR = REPO / ".cluster" / "logs"
+OP_PREFIX = "op" + hashlib.sha256(str(REPO).encode()).hexdigest()[:4]
 GROUP, VERSION = "mlplane.io", "v1alpha1"
 PR_SET_PDEATHSIG = 1
 
@@ -49,7 +52,7 @@ class OperatorProcess:
         env = {
             **os.environ,
             "KUBECONFIG": self.kubeconfig,
-            "MLPLANE_WATCH_NAMESPACES": "op-*",
+            "MLPLANE_WATCH_NAMESPACES": f"{OP_PREFIX}-*",
             "MLPLANE_RUNTIME_IMAGE": image("RUNTIME"),
             "MLPLANE_METRICS_PORT": str(_free_port()),
             "MLPLANE_HEALTH_PORT": str(self.health_port),
@@ -122,7 +125,7 @@ def op_namespace(
 ) -> Iterator[str]:
     """A fresh namespace the test operator watches, deleted afterwards."""
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    name = f"op-{slug}-{uuid.uuid4().hex[:5]}"
+    name = f"{OP_PREFIX}-{slug}-{uuid.uuid4().hex[:5]}"[:63]
     core = client.CoreV1Api(kube_api)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name

@@ -77,7 +77,7 @@ def train_v2(namespace: str) -> None:
 def other_namespace(kube_api: client.ApiClient, op_namespace: str) -> Iterator[str]:
     """A namespace the operator does not watch, for a client application."""
     core = client.CoreV1Api(kube_api)
-    name = f"client-{op_namespace[3:]}"[:63]
+    name = f"client-{op_namespace.partition('-')[2]}"[:63]
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
     core.delete_namespace(name, propagation_policy="Background")
