@@ -9,6 +9,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEV_STAMP := $(VENV)/.installed
+OIP_PROTO := mlplane_runtime/server/oip/grpc_predict_v2.proto
 PYTEST_ARGS ?=
 
 .PHONY: help
@@ -52,6 +53,14 @@ cluster-down: ## stop the local cluster and remove its state (images and binarie
 crds: dev ## regenerate crds/ from the pydantic models (and the chart's copy)
 	$(BIN)/python -m mlplane_operator.api.crdgen crds
 	$(MAKE) chart-crds
+
+.PHONY: grpc-stubs
+grpc-stubs: dev ## regenerate the gRPC messages of mlplane-serve from its .proto
+	cd runtimes && ../$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. $(OIP_PROTO)
+	@# A private descriptor pool: tritonclient, KServe and MLServer register the same
+	@# `inference.*` messages in the default one, and a process may import both.
+	sed -i 's/_descriptor_pool.Default().AddSerializedFile(/_descriptor_pool.DescriptorPool().AddSerializedFile(/' \
+		runtimes/$(OIP_PROTO:.proto=_pb2.py)
 
 .PHONY: chart-crds
 chart-crds: ## copy crds/*.yaml into the Helm chart (charts/mlplane/crds/)

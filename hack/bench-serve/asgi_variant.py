@@ -12,7 +12,7 @@ from typing import Any
 
 import uvicorn
 
-from mlplane_runtime.httpserver import Offload, Request
+from mlplane_runtime.httpserver import Deferred, Offload, Request
 from mlplane_runtime.server.dataplane import DataPlane
 from mlplane_runtime.server.model import OnnxModel
 from mlplane_runtime.server.rest import RestApp
@@ -41,6 +41,8 @@ class Asgi:
         )
         if isinstance(response, Offload):  # a heavy request: off the loop, as mlplane-serve
             response = await asyncio.get_running_loop().run_in_executor(None, response.run)
+        elif isinstance(response, Deferred):  # a shared batch (this variant has none)
+            response = await response.result
         await send(
             {
                 "type": "http.response.start",

@@ -1,16 +1,27 @@
 """Benchmark mlplane-serve against raw ONNX Runtime, MLServer and KServe on one machine.
 
     make bench-serve        (or: .venv/bin/python hack/bench-serve/bench.py)
+    make bench-serve BENCH_ARGS=--matrix-only     (only the protocol/batching matrix)
 
 One model (iris, LogisticRegression behind a StandardScaler) trained once; 1-row V2 REST
 requests over keep-alive HTTP from `wrk` (installed from Debian when missing), bounded
 load to 127.0.0.1 only. MLServer 1.7.1 and KServe get their own virtualenvs under the
 cache dir (~/.cache/mlplane/bench-serve). Prints a table and the ratios.
+
+The matrix: the small model and a heavy one (an MLP, 64 -> 1024 -> 1024 -> 10), 1-row V2
+requests over REST (`wrk`) and gRPC (`ghz`, built from the Go module proxy when
+missing; `raw_input_contents`, as tritonclient sends), at c=1 and c=64, for mlplane with
+batching off and on, MLServer with batching off and on (its adaptive batching), and
+KServe. mlplane's two configurations run side by side and are measured in alternation
+(ABBA), `--repeats` times (medians), since a shared machine drifts between runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import functools
+import hashlib
 import json
 import os
 import re
@@ -20,6 +31,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +86,7 @@ class Iris(Model):
 if __name__ == "__main__":
     server = ModelServer(http_port=int(sys.argv[2]), grpc_port=int(sys.argv[3]), workers=1,
                          enable_grpc=False)
-    server.start([Iris("iris", sys.argv[1])])
+    server.start([Iris(sys.argv[4] if len(sys.argv) > 4 else "iris", sys.argv[1])])
 """
 
 
@@ -105,10 +118,10 @@ def ensure_wrk() -> str:
     return "wrk"
 
 
-def load(url: str, connections: int, seconds: int) -> dict[str, float]:
+def load(url: str, connections: int, seconds: int, script: Path = LUA) -> dict[str, float]:
     """Requests/s and latency percentiles from wrk (one thread, keep-alive)."""
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(LUA), url],
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
         capture_output=True,
         text=True,
         check=True,
@@ -240,26 +253,20 @@ def raw_onnxruntime(model_path: Path, seconds: float) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--matrix-seconds", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=4, help="of mlplane's matrix cells")
+    parser.add_argument("--matrix-only", action="store_true")
     parser.add_argument("--skip-mlserver", action="store_true")
     parser.add_argument("--skip-kserve", action="store_true")
     args = parser.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
     ensure_wrk()
-    LUA.write_text(
-        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = {json.dumps(BODY)}\n"
-    )
+    LUA.write_text(wrk_script(BODY))
     result = train(parse_spec(SPEC), RunIdentity("iris", "bench", str(CACHE / "models")))
     run_dir = CACHE / "models/iris/bench"
-    # The same estimator for the Python servers, fitted on the same split (same seed).
-    spec = parse_spec(SPEC)
-    data = load_dataset(spec.dataset)
-    x_train, _, y_train, _ = train_test_split(
-        data.features, data.target, test_size=0.2, random_state=0, stratify=data.target
-    )
-    estimator = build_estimator(spec.estimator, 0)
-    estimator.fit(x_train, y_train)
-    joblib.dump(estimator, CACHE / "model.joblib")
+    fit_for_python_servers(SPEC, CACHE / "model.joblib")
+    if args.matrix_only:
+        return run_matrix(args)
 
     results: dict[str, Any] = {}
     print("raw ONNX Runtime (in process, 1 row)", flush=True)
@@ -413,7 +420,26 @@ def main() -> int:
 
     report(results)
     (CACHE / "results.json").write_text(json.dumps(results, indent=2))
-    return 0
+    return run_matrix(args)
+
+
+def fit_for_python_servers(spec_document: dict[str, Any], path: Path) -> None:
+    """The same estimator for the Python servers, fitted on the same split (same seed)."""
+    spec = parse_spec(spec_document)
+    data = load_dataset(spec.dataset)
+    x_train, _, y_train, _ = train_test_split(
+        data.features, data.target, test_size=0.2, random_state=0, stratify=data.target
+    )
+    estimator = build_estimator(spec.estimator, 0)
+    estimator.fit(x_train, y_train)
+    joblib.dump(estimator, path)
+
+
+def wrk_script(body: str) -> str:
+    return (
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = {json.dumps(body)}\n"
+    )
 
 
 def report(results: dict[str, Any]) -> None:
@@ -437,6 +463,286 @@ def report(results: dict[str, Any]) -> None:
             print(
                 f"{label} at saturation: {cost['median_cost'] * 100:+.1f}% CPU per request "
                 f"(median of {len(cost['costs'])}; target <= 3%)"
+            )
+
+
+# The protocol and batching matrix
+
+HEAVY_SPEC = {
+    "model": "digits",
+    "dataset": {"builtin": "digits"},
+    "estimator": {
+        "class": "MLPClassifier",
+        # Wide enough that one row's run (weights read once per run) outweighs a request's
+        # HTTP or gRPC handling; a few epochs, since only its cost is measured.
+        "params": {"hidden_layer_sizes": [1024, 1024], "max_iter": 10},
+    },
+}
+GHZ = "github.com/bojand/ghz/cmd/ghz@v0.120.0"
+PROTO = HERE.parent.parent / "runtimes/mlplane_runtime/server/oip/grpc_predict_v2.proto"
+CONCURRENCY = (1, 64)
+BATCHING = ["--max-batch-size=64"]  # the API's default; --max-batch-latency-ms 0
+MLSERVER_BATCHING = {"max_batch_size": 64, "max_batch_time": 0.001}
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One model and its 1-row request in both protocols' encodings."""
+
+    name: str
+    run_dir: Path
+    sha256: str
+    joblib: Path
+    lua: Path  # wrk's script: the V2 JSON body
+    grpc_data: Path  # ghz's call data: a ModelInferRequest as JSON, raw_input_contents
+
+    @classmethod
+    def make(cls, spec: dict[str, Any], row: list[float]) -> Workload:
+        """Train the model (once per spec: a run id publishes once) and write its bodies."""
+        name = spec["model"]
+        run = "bench-" + hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
+        result = train(parse_spec(spec), RunIdentity(name, run, str(CACHE / "models")))
+        tensor = {"name": "input", "shape": [1, len(row)], "datatype": "FP32"}
+        lua = CACHE / f"{name}.lua"
+        lua.write_text(wrk_script(json.dumps({"inputs": [{**tensor, "data": row}]})))
+        raw = base64.b64encode(np.array([row], np.float32).tobytes()).decode()
+        data = CACHE / f"{name}.grpc.json"
+        data.write_text(
+            json.dumps({"model_name": name, "inputs": [tensor], "raw_input_contents": [raw]})
+        )
+        joblib_path = CACHE / f"{name}-{run}.joblib"
+        if not joblib_path.exists():
+            fit_for_python_servers(spec, joblib_path)
+        sha256 = result["artifact"]["sha256"]
+        return cls(name, CACHE / f"models/{name}/{run}", sha256, joblib_path, lua, data)
+
+
+@dataclass
+class Endpoint:
+    """A server under test: its V2 REST infer URL and its gRPC target (or None)."""
+
+    rest: str
+    grpc: str | None
+    proc: subprocess.Popen[bytes]
+
+
+def ensure_ghz() -> str:
+    found = shutil.which("ghz") or str(Path.home() / "go/bin/ghz")
+    if not Path(found).exists():
+        subprocess.run(["go", "install", GHZ], check=True, timeout=1200)
+    return found
+
+
+def grpc_load(
+    ghz: str, target: str, data: Path, concurrency: int, seconds: int
+) -> dict[str, float]:
+    """Requests/s and latency percentiles from ghz (every answer must be OK)."""
+    out = subprocess.run(
+        [
+            ghz, "--insecure", "--proto", str(PROTO),
+            "--call", "inference.GRPCInferenceService/ModelInfer",
+            "-D", str(data), "-c", str(concurrency), f"--connections={min(concurrency, 8)}",
+            "-z", f"{seconds}s", "--duration-stop=wait", "-O", "json", target,
+        ],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    report = json.loads(out)
+    codes = report.get("statusCodeDistribution", {})
+    if set(codes) != {"OK"}:
+        raise RuntimeError(f"non-OK gRPC answers: {codes} {report.get('errorDistribution')}")
+    latency = {d["percentage"]: d["latency"] / 1e6 for d in report["latencyDistribution"]}
+    return {"rps": report["rps"], "p50_ms": latency[50], "p99_ms": latency[99]}
+
+
+def cell(
+    ghz: str, endpoint: Endpoint, workload: Workload, protocol: str, concurrency: int, seconds: int
+) -> dict[str, float]:
+    if protocol == "REST":
+        return load(endpoint.rest, concurrency, seconds, workload.lua)
+    assert endpoint.grpc is not None
+    return grpc_load(ghz, endpoint.grpc, workload.grpc_data, concurrency, seconds)
+
+
+def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over the runs."""
+    return {key: float(np.median([run[key] for run in runs])) for key in runs[0]}
+
+
+def start_mlplane(workload: Workload, extra: list[str], name: str) -> Endpoint:
+    port, grpc_port = free_port(), free_port()
+    command = [
+        str(BIN / "mlplane-serve"), "--model-uri", str(workload.run_dir),
+        "--model-name", workload.name, "--sha256", workload.sha256, "--host", "127.0.0.1",
+        "--drain-seconds=0", "--port", str(port), f"--grpc-port={grpc_port}", *extra,
+    ]  # fmt: skip
+    base = f"http://127.0.0.1:{port}/v2"
+    proc = run_process(command, f"{base}/health/ready", name)
+    return Endpoint(f"{base}/models/{workload.name}/infer", f"127.0.0.1:{grpc_port}", proc)
+
+
+def start_mlserver(workload: Workload, batching: bool) -> Endpoint:
+    env = venv("mlserver-venv", ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop<0.22"])
+    port, grpc_port = free_port(), free_port()
+    folder = CACHE / f"mlserver-{workload.name}"
+    folder.mkdir(exist_ok=True)
+    shutil.copy(workload.joblib, folder / "model.joblib")
+    model_settings = {
+        "name": workload.name,
+        "implementation": "mlserver_sklearn.SKLearnModel",
+        "parameters": {"uri": "./model.joblib"},
+        **(MLSERVER_BATCHING if batching else {}),
+    }
+    (folder / "model-settings.json").write_text(json.dumps(model_settings))
+    (folder / "settings.json").write_text(
+        json.dumps(
+            {
+                "host": "127.0.0.1",
+                "http_port": port,
+                "grpc_port": grpc_port,
+                "metrics_port": free_port(),
+            }
+        )
+    )
+    base = f"http://127.0.0.1:{port}/v2/models/{workload.name}"
+    proc = run_process(
+        [str(env / "bin/mlserver"), "start", str(folder)], f"{base}/ready", "mlserver"
+    )
+    return Endpoint(f"{base}/infer", f"127.0.0.1:{grpc_port}", proc)
+
+
+def start_kserve(workload: Workload) -> Endpoint:
+    env = venv("kserve-venv", ["kserve", "scikit-learn==1.9.1", "joblib"])
+    port, grpc_port = free_port(), free_port()
+    script = CACHE / "kserve_model.py"
+    script.write_text(KSERVE_MODEL.replace("enable_grpc=False", "enable_grpc=True"))
+    base = f"http://127.0.0.1:{port}/v2/models/{workload.name}"
+    proc = run_process(
+        [
+            str(env / "bin/python"), str(script), str(workload.joblib), str(port),
+            str(grpc_port), workload.name,
+        ],
+        f"{base}/ready",
+        "kserve",
+    )  # fmt: skip
+    return Endpoint(f"{base}/infer", f"127.0.0.1:{grpc_port}", proc)
+
+
+def measure_side_by_side(
+    ghz: str, workload: Workload, seconds: int, repeats: int, results: dict[str, Any]
+) -> None:
+    """mlplane with batching off and on, both running, measured in alternation."""
+    servers = {
+        "mlplane": start_mlplane(workload, [], "mlplane-off"),
+        "mlplane+batching": start_mlplane(workload, BATCHING, "mlplane-on"),
+    }
+    try:
+        for protocol in ("REST", "gRPC"):
+            for server in servers.values():
+                cell(ghz, server, workload, protocol, 64, 1)  # warm up
+            for concurrency in CONCURRENCY:
+                runs: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
+                for repeat in range(repeats):
+                    order = list(servers) if repeat % 2 == 0 else list(reversed(servers))
+                    for name in order:  # alternating which goes first: no order bias
+                        runs[name].append(
+                            cell(ghz, servers[name], workload, protocol, concurrency, seconds)
+                        )
+                for name, measured in runs.items():
+                    key = f"{workload.name} {protocol} c={concurrency} {name}"
+                    results[key] = median_of(measured)
+                    print(f"  {key}: {results[key]}", flush=True)
+    finally:
+        stop(*(server.proc for server in servers.values()))
+
+
+def measure_other(
+    ghz: str,
+    workload: Workload,
+    name: str,
+    starter: Callable[[], Endpoint],
+    seconds: int,
+    results: dict[str, Any],
+) -> None:
+    try:
+        server = starter()
+    except (subprocess.SubprocessError, RuntimeError, OSError) as exc:
+        print(f"  {name} skipped: {exc}", flush=True)
+        return
+    try:
+        for protocol in ("REST", "gRPC"):
+            try:
+                cell(ghz, server, workload, protocol, 64, 1)  # warm up
+                for concurrency in CONCURRENCY:
+                    key = f"{workload.name} {protocol} c={concurrency} {name}"
+                    results[key] = cell(ghz, server, workload, protocol, concurrency, seconds)
+                    print(f"  {key}: {results[key]}", flush=True)
+            except (subprocess.SubprocessError, RuntimeError) as exc:
+                print(f"  {name} {protocol} skipped: {exc}", flush=True)
+    finally:
+        stop(server.proc)
+
+
+def run_matrix(args: argparse.Namespace) -> int:
+    ghz = ensure_ghz()
+    digits_row = [float(v) for v in load_dataset(parse_spec(HEAVY_SPEC).dataset).features[0]]
+    workloads = [Workload.make(SPEC, ROW), Workload.make(HEAVY_SPEC, digits_row)]
+    results: dict[str, Any] = {}
+    for workload in workloads:
+        print(f"matrix: {workload.name}", flush=True)
+        measure_side_by_side(ghz, workload, args.matrix_seconds, args.repeats, results)
+        others: list[tuple[str, Callable[[], Endpoint]]] = []
+        if not args.skip_mlserver:
+            others += [
+                ("MLServer", functools.partial(start_mlserver, workload, False)),
+                ("MLServer+batching", functools.partial(start_mlserver, workload, True)),
+            ]
+        if not args.skip_kserve:
+            others.append(("KServe", functools.partial(start_kserve, workload)))
+        for name, starter in others:
+            measure_other(ghz, workload, name, starter, args.matrix_seconds, results)
+    report_matrix(results, [w.name for w in workloads])
+    (CACHE / "matrix.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+SERVERS = ("mlplane", "mlplane+batching", "MLServer", "MLServer+batching", "KServe")
+
+
+def report_matrix(results: dict[str, Any], models: list[str]) -> None:
+    print(f"\nmachine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+    print("req/s (p99 ms), 1-row V2 requests")
+    print(f"{'model protocol c':<20}" + "".join(f"{name:>21}" for name in SERVERS))
+    for model in models:
+        for protocol in ("REST", "gRPC"):
+            for concurrency in CONCURRENCY:
+                row = f"{model} {protocol} c={concurrency}"
+                cells = []
+                for name in SERVERS:
+                    found = results.get(f"{row} {name}")
+                    cells.append(
+                        f"{found['rps']:>11.0f} ({found['p99_ms']:>6.2f})" if found else "-"
+                    )
+                print(f"{row:<20}" + "".join(f"{text:>21}" for text in cells))
+    print()
+    for model in models:
+        for protocol in ("REST", "gRPC"):
+            off = results.get(f"{model} {protocol} c=64 mlplane")
+            on = results.get(f"{model} {protocol} c=64 mlplane+batching")
+            slow_off = results.get(f"{model} {protocol} c=1 mlplane")
+            slow_on = results.get(f"{model} {protocol} c=1 mlplane+batching")
+            if off and on and slow_off and slow_on:
+                print(
+                    f"{model} {protocol}: batching at c=64 {on['rps'] / off['rps']:.2f}x req/s "
+                    f"(goal on the heavy model >= 2x); p99 at c=1 "
+                    f"{(slow_on['p99_ms'] / slow_off['p99_ms'] - 1) * 100:+.1f}% (goal <= +10%)"
+                )
+    for key in sorted({k.rsplit(" ", 1)[0] for k in results}):
+        theirs = [results[f"{key} {n}"]["rps"] for n in SERVERS[2:4] if f"{key} {n}" in results]
+        ours = [results[f"{key} {n}"]["rps"] for n in SERVERS[:2] if f"{key} {n}" in results]
+        if theirs and ours:
+            print(
+                f"{key}: mlplane (batching off, on) / MLServer's best: "
+                + ", ".join(f"{rps / max(theirs):.1f}x" for rps in ours)
             )
 
 

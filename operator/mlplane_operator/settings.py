@@ -88,6 +88,9 @@ class OperatorSettings(BaseSettings):
         "detection) is reconciled.",
     )
     serving_port: int = Field(default=8080, ge=1, le=65535)
+    serving_grpc_port: int = Field(
+        default=8001, ge=1, le=65535, description="The server's Open Inference Protocol gRPC."
+    )
     monitor_port: int = Field(
         default=8081, ge=1, le=65535, description="The monitor's /drift and /metrics."
     )

@@ -10,8 +10,9 @@ the request path no timer: a sweeper checks every connection's state about once 
 against a coarse clock. The application is one synchronous callable from Request to
 Response; it runs on the event loop, which suits handlers that take microseconds (ONNX
 Runtime on a few rows). For a request heavy enough to starve the probes it returns an
-`Offload` instead: the work runs on a worker thread while the loop keeps answering, and
-the connection reads nothing more until that answer is written, so responses stay in
+`Offload` instead: the work runs on a worker thread while the loop keeps answering; for
+one that waits on something (a shared batch) it returns a `Deferred` awaitable. Either
+way the connection reads nothing more until that answer is written, so responses stay in
 order.
 """
 
@@ -26,7 +27,7 @@ import logging
 import resource
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, cast
@@ -112,7 +113,14 @@ class Offload:
     run: Callable[[], Response]
 
 
-Application = Callable[[Request], Response | Offload]
+@dataclass(slots=True)
+class Deferred:
+    """An answer that the event loop awaits (e.g. a place in a shared batch)."""
+
+    result: Awaitable[Response]
+
+
+Application = Callable[[Request], Response | Offload | Deferred]
 OFFLOAD_THREADS = 1  # worker threads for Offload answers (one core; the loop has the other)
 
 
@@ -345,7 +353,7 @@ class HttpProtocol(asyncio.Protocol):
             response = self.server.app(request)
         except Exception:  # the application must not take the connection down
             response = _internal_error(request)
-        if isinstance(response, Offload):
+        if isinstance(response, Offload | Deferred):
             self._offload(request, response)
             return
         keep_alive = request.keep_alive and not self.closing and not self.server.draining
@@ -365,12 +373,17 @@ class HttpProtocol(asyncio.Protocol):
         if not keep_alive:
             self._close()
 
-    def _offload(self, request: Request, offload: Offload) -> None:
-        """Compute the answer on a worker thread; read nothing more until it is sent."""
+    def _offload(self, request: Request, offload: Offload | Deferred) -> None:
+        """Compute the answer on a worker thread, or await it; read nothing more until it
+        is sent."""
         self.waiting = True
         if self.transport is not None:
             self.transport.pause_reading()
-        future = self.server.run_in_worker(offload.run)
+        future = (
+            self.server.run_in_worker(offload.run)
+            if isinstance(offload, Offload)
+            else asyncio.ensure_future(offload.result)
+        )
         future.add_done_callback(functools.partial(self._offloaded, request))
 
     def _offloaded(self, request: Request, future: asyncio.Future[Response]) -> None:

@@ -214,6 +214,7 @@ def full_inferenceservice() -> Manifest:
             "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}},
             "image": "registry.example.com/mlplane/runtime:1.2.3",
             "threads": 4,
+            "server": {"batching": {"maxBatchSize": 128, "maxLatencyMs": 2.5}},
             "serviceAccountName": "server",
         },
     }
@@ -452,6 +453,14 @@ _INVALID: dict[str, tuple[Manifest, str]] = {
         "spec.autoscaling", ("spec.replicas", 2), ("spec.autoscaling", {"maxReplicas": 3})
     ),
     "isvc-replicas-negative": _isvc("spec.replicas", ("spec.replicas", -1)),
+    "isvc-batch-size-zero": _isvc(
+        "spec.server.batching.maxBatchSize",
+        ("spec.server", {"batching": {"maxBatchSize": 0}}),
+    ),
+    "isvc-batch-latency-above-1000": _isvc(
+        "spec.server.batching.maxLatencyMs",
+        ("spec.server", {"batching": {"maxLatencyMs": 1001}}),
+    ),
     "isvc-autoscaling-without-cpu-request": _isvc(
         "spec.resources",
         ("spec.autoscaling", {"maxReplicas": 3}),

@@ -13,9 +13,14 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
+import tritonclient.grpc
 from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
+from tritonclient.utils import InferenceServerException
 
+from mlplane_operator.policies.rollout import parse_traffic
 from tests.kube import eventually, image, kubectl
 from tests.operator.helpers import (
     apply,
@@ -135,6 +140,66 @@ def test_the_url_answers_a_pod_in_another_namespace_and_serving_pods_are_locked_
     whoami = kubectl("exec", "-n", ns, server, "-c", "server", "--", "python", "-c",
                      "import os; print(os.getuid(), os.getgid())").stdout.split()  # fmt: skip
     assert whoami == ["65532", "65532"]
+
+
+def test_grpc_through_the_service_answers_tritonclient_and_batches(
+    kube_api: client.ApiClient, op_namespace: str
+) -> None:
+    """The Service's grpc port reaches the server's gRPC listener (from the host, through
+    the ClusterIP as any client in the cluster would), and spec.server.batching reaches the
+    server: concurrent gRPC callers each get their own row's answer."""
+    ns = op_namespace
+    apply(
+        ns,
+        training_job("iris", "iris", registration={"stage": "Production"}),
+        inference_service("iris", "iris", server={"batching": {"maxBatchSize": 16}}),
+    )
+    wait_serving(kube_api, ns, "iris")
+    service = client.CoreV1Api(kube_api).read_namespaced_service("iris", ns)
+    grpc_port = next(p for p in service.spec.ports if p.name == "grpc")
+    assert (grpc_port.port, grpc_port.app_protocol) == (8001, "kubernetes.io/h2c")
+    address = cluster_ip(kube_api, ns, "iris")
+    grpc_client = tritonclient.grpc.InferenceServerClient(f"{address}:8001")
+
+    def grpc_ready() -> bool:
+        try:
+            return bool(grpc_client.is_server_ready())
+        except InferenceServerException:  # kube-proxy may not route to it yet
+            return False
+
+    eventually(grpc_ready, timeout=60, what="gRPC through the Service")
+    assert grpc_client.is_model_ready("iris", "1")
+    assert grpc_client.get_model_metadata("iris").platform == "onnxruntime_onnx"
+    rows = np.array([SETOSA, [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]], np.float32)
+    labels: dict[int, list[int]] = {}
+
+    def caller(index: int) -> None:
+        own = tritonclient.grpc.InferenceServerClient(f"{address}:8001")
+        for _ in range(20):
+            tensor = tritonclient.grpc.InferInput("input", [1, 4], "FP32")
+            tensor.set_data_from_numpy(rows[index % 3 : index % 3 + 1])
+            answer = own.infer("iris", [tensor])
+            labels.setdefault(index, []).append(int(answer.as_numpy("label")[0]))
+        own.close()
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(9)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert {i: set(found) for i, found in labels.items()} == {
+        i: {[0, 2, 1][i % 3]} for i in range(9)
+    }
+    assert sum(len(found) for found in labels.values()) == 180
+    with urllib.request.urlopen(f"http://{address}:8080/metrics", timeout=10) as response:
+        text = response.read().decode()
+    traffic = parse_traffic(text)
+    assert traffic.requests >= 180  # gRPC inference counts where canary analysis reads
+    batch_size = next(
+        s.value for f in text_string_to_metric_families(text) for s in f.samples
+        if s.name == "mlplane_batch_max_rows"
+    )  # fmt: skip
+    assert batch_size == 16  # spec.server.batching reached the server
 
 
 def test_a_trainer_over_its_memory_limit_is_reported_oom_killed_with_the_limit(

@@ -146,6 +146,7 @@ def serve_args(model: TrainedModel, port: int, *extra: str) -> list[str]:
         "--port",
         str(port),
         "--drain-seconds=0",  # tests that drain ask for it in `extra`
+        "--grpc-port=0",  # off: servers run side by side; tests of gRPC give a port
         *extra,
     ]
 

@@ -95,7 +95,7 @@ def train(env: dict[str, str], spec: dict[str, Any], run: str, log: Path) -> tup
 def serve(uri: str, sha256: str, port: int) -> list[str]:
     return [
         *(str(BIN / "mlplane-serve"), "--model-uri", uri, "--model-name", "iris"),
-        *("--sha256", sha256, "--host", "127.0.0.1", "--port", str(port)),
+        *("--sha256", sha256, "--host", "127.0.0.1", "--port", str(port), "--grpc-port=0"),
     ]
 
 

@@ -77,11 +77,18 @@ def build_deployment(
         f"--model-version={version}",
         f"--sha256={artifact.sha256}",
         f"--port={settings.serving_port}",
+        f"--grpc-port={settings.serving_grpc_port}",
         f"--threads={spec.threads or 1}",
     ]
     sidecar = monitored or logging is not None
     if sidecar:
         args.append(f"--monitor-url=http://127.0.0.1:{settings.monitor_samples_port}")
+    batching = spec.server.batching if spec.server else None
+    if batching is not None:
+        args += [
+            f"--max-batch-size={batching.max_batch_size}",
+            f"--max-batch-latency-ms={batching.max_latency_ms:g}",
+        ]
     if monitored and drift is not None:
         args += [
             f"--sample-rate={drift.sample_rate}",
@@ -97,7 +104,10 @@ def build_deployment(
         "command": ["mlplane-serve"],
         "args": args,
         "env": [{"name": "HOME", "value": "/tmp"}, *s3_vars],
-        "ports": [{"name": "http", "containerPort": settings.serving_port}],
+        "ports": [
+            {"name": "http", "containerPort": settings.serving_port},
+            {"name": "grpc", "containerPort": settings.serving_grpc_port},
+        ],
         "volumeMounts": mounts,
         "securityContext": container_security_context(),
         "readinessProbe": _probe("/v2/health/ready", settings.serving_port, period=2),
@@ -210,7 +220,17 @@ def _probe(path: str, port: int, period: int, failures: int = 3) -> Manifest:
 
 
 def build_service(isvc: InferenceService, body: Manifest, settings: OperatorSettings) -> Manifest:
-    ports = [{"name": "http", "port": settings.serving_port, "targetPort": "http"}]
+    ports: list[Manifest] = [
+        {"name": "http", "port": settings.serving_port, "targetPort": "http"},
+        # Cleartext HTTP/2 (KEP-3726's standard name), so meshes and Gateway API routes
+        # speak gRPC to it; Istio also reads the port's name.
+        {
+            "name": "grpc",
+            "port": settings.serving_grpc_port,
+            "targetPort": "grpc",
+            "appProtocol": "kubernetes.io/h2c",
+        },
+    ]
     # the monitor's read side (/drift, /metrics); its samples port is loopback, never here
     if drift_enabled(isvc):
         ports.append({"name": "monitor", "port": settings.monitor_port, "targetPort": "monitor"})

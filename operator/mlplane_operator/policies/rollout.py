@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mlplane_operator.api.v1alpha1.inferenceservice import Analysis, Quality, QualityReading
 
-INFERENCE_PROTOCOLS = frozenset({"v1", "v2"})
+INFERENCE_PROTOCOLS = frozenset({"v1", "v2", "grpc"})  # the server's `protocol` label
 
 
 def canary_split(total: int, weight: int) -> tuple[int, int]:

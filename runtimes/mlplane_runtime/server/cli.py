@@ -1,4 +1,4 @@
-"""`mlplane-serve`: serve one ONNX model over KServe V2 and V1 REST.
+"""`mlplane-serve`: serve one ONNX model over KServe V2 (REST and gRPC) and V1 REST.
 
 Every flag has an environment variable: ``MLPLANE_`` and the flag in capitals
 (``--max-body-bytes`` reads ``MLPLANE_MAX_BODY_BYTES``), except ``--sha256``, which reads
@@ -38,13 +38,17 @@ from mlplane_runtime.cli_support import (
 from mlplane_runtime.errors import RuntimeFailure, UserError
 from mlplane_runtime.httpserver import HttpServer, install_signal_handlers
 from mlplane_runtime.server import metrics
+from mlplane_runtime.server.batching import Batcher, batchable
 from mlplane_runtime.server.dataplane import MAX_ROWS, DataPlane
+from mlplane_runtime.server.grpc_server import DEFAULT_PORT as GRPC_PORT
+from mlplane_runtime.server.grpc_server import GrpcApp, GrpcServer
 from mlplane_runtime.server.model import OnnxModel
 from mlplane_runtime.server.rest import OFFLOAD_ROWS, RestApp
 from mlplane_runtime.server.sampler import FeedbackForwarder, Sampler
 
 log = logging.getLogger("mlplane.serve")
 
+MAX_BATCH_LATENCY_MS = 1000
 # After SIGTERM (both within the pod's terminationGracePeriodSeconds, 30 by default).
 DRAIN_SECONDS = 5.0
 GRACE_SECONDS = 20.0
@@ -58,6 +62,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--sha256", default=env_default("MLPLANE_MODEL_SHA256"))
     p.add_argument("--host", default=env_default("MLPLANE_HOST", "0.0.0.0"))
     p.add_argument("--port", type=int, default=int(env_default("MLPLANE_PORT", "8080")))
+    p.add_argument(
+        "--grpc-port",
+        type=int,
+        default=int(env_default("MLPLANE_GRPC_PORT", str(GRPC_PORT))),
+        help=f"the Open Inference Protocol over gRPC (default {GRPC_PORT}; 0 turns it off)",
+    )
     p.add_argument(
         "--threads",
         type=int,
@@ -77,6 +87,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=int(env_default("MLPLANE_OFFLOAD_ROWS", str(OFFLOAD_ROWS))),
         help="requests with more rows (or a body over 64 KiB) run on a worker thread, so "
         f"the probes keep answering (default {OFFLOAD_ROWS})",
+    )
+    p.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=int(env_default("MLPLANE_MAX_BATCH_SIZE", "0")),
+        help="adaptive batching: concurrent V2 requests (REST and gRPC) share one ONNX "
+        "Runtime run of at most this many rows (default 0: off)",
+    )
+    p.add_argument(
+        "--max-batch-latency-ms",
+        type=float,
+        default=float(env_default("MLPLANE_MAX_BATCH_LATENCY_MS", "0")),
+        help="the longest a batch waits for more rows while the model is free (default 0: "
+        "the loop's next turn, so a lone request never waits)",
     )
     p.add_argument(
         "--monitor-url",
@@ -119,6 +143,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("--threads >= 1 and 0 <= --sample-rate <= 1")
     if args.max_rows < 1 or args.offload_rows < 0:
         p.error("--max-rows must be >= 1 and --offload-rows >= 0")
+    if not 0 <= args.max_batch_size <= args.max_rows:
+        p.error("--max-batch-size must be between 0 (off) and --max-rows")
+    if not 0 <= args.max_batch_latency_ms <= MAX_BATCH_LATENCY_MS:
+        p.error(f"--max-batch-latency-ms must be between 0 and {MAX_BATCH_LATENCY_MS}")
+    if not 0 <= args.grpc_port <= 65535:
+        p.error("--grpc-port must be a port number (0 turns gRPC off)")
     if args.drain_seconds < 0 or args.grace_seconds < 0:
         p.error("--drain-seconds and --grace-seconds must be >= 0")
     args.limits = limits_from_args(p, args)
@@ -157,6 +187,13 @@ async def serve(args: argparse.Namespace) -> int:
     server = HttpServer(RestApp(plane, offload_rows=args.offload_rows), args.limits)
     port = await server.start(args.host, args.port)
     log.info("listening on %s:%d (live; loading %s)", args.host, port, args.model_uri)
+    grpc_server = None
+    if args.grpc_port:
+        grpc_server = GrpcServer(
+            GrpcApp(plane, offload_rows=args.offload_rows), args.limits.max_body_bytes
+        )
+        await grpc_server.start(args.host, args.grpc_port)
+        log.info("gRPC on %s:%d", args.host, args.grpc_port)
     stop = asyncio.Event()
     install_signal_handlers(stop)
     try:
@@ -164,7 +201,12 @@ async def serve(args: argparse.Namespace) -> int:
     except RuntimeFailure as exc:
         log.error("not ready: %s", exc)
         await server.shutdown(grace_seconds=0)
+        if grpc_server is not None:
+            await grpc_server.shutdown(grace_seconds=0)
         raise
+    if args.max_batch_size:
+        plane.batcher = _batcher(model, args)
+    metrics.BATCH_SIZE.set(plane.batcher.max_batch_size if plane.batcher else 0)
     metrics.MODEL_INFO.labels(model.name, model.version, model.sha256[:12]).set(1)
     metrics.MODEL_READY.set(1)
     log.info("ready: model %s version %r sha256 %s", model.name, model.version, model.sha256)
@@ -174,12 +216,32 @@ async def serve(args: argparse.Namespace) -> int:
     await stop.wait()
     await drain(server, plane, stop, args.drain_seconds)
     log.info("closing: up to %gs for the requests in flight", args.grace_seconds)
-    await server.shutdown(args.grace_seconds)
+    closing = [server.shutdown(args.grace_seconds)]
+    if grpc_server is not None:
+        closing.append(grpc_server.shutdown(args.grace_seconds))
+    await asyncio.gather(*closing)
     for channel in (sampler, prediction_log):
         if channel is not None:
             channel.stop()  # the prediction log's last batch tells the monitor it is all in
+    if plane.batcher is not None:
+        plane.batcher.close()
     log.info("stopped")
     return 0
+
+
+def _batcher(model: OnnxModel, args: argparse.Namespace) -> Batcher | None:
+    if not batchable(model):
+        log.warning(
+            "adaptive batching is off: the model's inputs and outputs do not all have a "
+            "dynamic first dimension to stack requests on"
+        )
+        return None
+    log.info(
+        "adaptive batching: up to %d rows a run, waiting up to %g ms",
+        args.max_batch_size,
+        args.max_batch_latency_ms,
+    )
+    return Batcher(model, args.max_batch_size, args.max_batch_latency_ms / 1000, args.offload_rows)
 
 
 async def drain(server: HttpServer, plane: DataPlane, stop: asyncio.Event, seconds: float) -> None:

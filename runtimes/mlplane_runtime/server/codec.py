@@ -48,7 +48,7 @@ def _object(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
-def _shape(value: Any, where: str) -> tuple[int, ...]:
+def parse_shape(value: Any, where: str) -> tuple[int, ...]:
     if not isinstance(value, list) or len(value) > MAX_RANK:
         raise RequestError(f"{where}.shape must be a list of at most {MAX_RANK} integers")
     for dim in value:
@@ -83,7 +83,9 @@ def _from_json(data: Any, datatype: str, shape: tuple[int, ...], where: str) -> 
     return array.astype(dtype, copy=False).reshape(shape)
 
 
-def _from_binary(chunk: memoryview, datatype: str, shape: tuple[int, ...], where: str) -> Array:
+def from_binary(
+    chunk: memoryview | bytes, datatype: str, shape: tuple[int, ...], where: str
+) -> Array:
     dtype = np.dtype(OIP_TO_NUMPY[datatype])
     expected = math.prod(shape) * dtype.itemsize
     if len(chunk) != expected:
@@ -127,7 +129,7 @@ def decode_v2(body: bytes, json_length: int | None) -> InferenceRequest:
                 f"{where}: datatype {datatype!r} is not supported; "
                 f"allowed: {', '.join(OIP_TO_NUMPY)}"
             )
-        shape = _shape(tensor.get("shape"), where)
+        shape = parse_shape(tensor.get("shape"), where)
         rows = max(rows, shape[0] if shape else 1)
         parameters = _object(tensor.get("parameters") or {}, f"{where}.parameters")
         size = parameters.get("binary_data_size")
@@ -136,7 +138,7 @@ def decode_v2(body: bytes, json_length: int | None) -> InferenceRequest:
                 raise RequestError(f"{where}: binary_data_size must be a non-negative integer")
             if offset + size > len(body):
                 raise RequestError(f"{where}: binary_data_size {size} runs past the body")
-            inputs[name] = _from_binary(binary[offset : offset + size], datatype, shape, where)
+            inputs[name] = from_binary(binary[offset : offset + size], datatype, shape, where)
             offset += size
         elif "data" in tensor:
             inputs[name] = _from_json(tensor["data"], datatype, shape, where)
@@ -177,7 +179,7 @@ def _outputs(raw: Any, binary_default: bool) -> list[RequestedOutput] | None:
     return requested
 
 
-def _bytes_tensor(array: Array) -> bytes:
+def bytes_tensor(array: Array) -> bytes:
     items = [str(v).encode() if not isinstance(v, bytes) else v for v in array.ravel()]
     return b"".join(struct.pack("<I", len(item)) + item for item in items)
 
@@ -191,7 +193,7 @@ def encode_v2(
     for name, datatype, array, binary in outputs:
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if binary:
-            chunk = _bytes_tensor(array) if datatype == "BYTES" else array.tobytes()
+            chunk = bytes_tensor(array) if datatype == "BYTES" else array.tobytes()
             entry["parameters"] = {"binary_data_size": len(chunk)}
             chunks.append(chunk)
         elif array.dtype.kind in "OUS":

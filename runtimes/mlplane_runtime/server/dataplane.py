@@ -16,6 +16,7 @@ import numpy as np
 import mlplane_runtime
 from mlplane_runtime.httpserver import RequestError
 from mlplane_runtime.server import metrics
+from mlplane_runtime.server.batching import Batcher
 from mlplane_runtime.server.codec import Array, InferenceRequest, RequestedOutput
 from mlplane_runtime.server.model import OnnxModel, TensorSpec
 
@@ -68,15 +69,18 @@ class DataPlane:
         max_rows: int = MAX_ROWS,
         prediction_log: SampleSink | None = None,
         feedback_sink: FeedbackSink | None = None,
+        batcher: Batcher | None = None,
     ) -> None:
         """`sampler`: rows for drift detection; `prediction_log`: requests (rows, outputs,
         id, time) to log for the quality loop (both only enqueue on the request path);
-        `feedback_sink`: where ground truth for logged requests goes."""
+        `feedback_sink`: where ground truth for logged requests goes; `batcher`: shares
+        one run among concurrent requests (None: every request runs alone)."""
         self.model = model
         self.sampler = sampler
         self.prediction_log = prediction_log
         self.feedback_sink = feedback_sink
         self.max_rows = max_rows
+        self.batcher = batcher
         self.draining = False
         self.ids = RequestIds()
 
@@ -132,6 +136,38 @@ class DataPlane:
     ) -> tuple[dict[str, Any], list[tuple[str, str, Array, bool]]]:
         """V2 inference on a model from `ready_model`: the response header fields and the
         (name, datatype, array, binary) outputs to encode."""
+        wanted, request_id = self._check(model, request)
+        results = self._predict(model, request.inputs, request_id)
+        return self._respond(model, request_id, wanted, results)
+
+    def batches(self, request: InferenceRequest) -> bool:
+        """Whether this request goes through `infer_batched`, to share a run: batching is
+        on, the request fits a batch, and it is not alone (the model is busy, requests
+        wait, or another arrived in this turn of the loop). Else the front runs it as
+        unbatched, inline or offloaded by its size. Call on the event loop."""
+        batcher = self.batcher
+        return (
+            batcher is not None
+            and batcher.accepts(request.inputs, request.rows)
+            and not batcher.alone()
+        )
+
+    async def infer_batched(
+        self, model: OnnxModel, request: InferenceRequest
+    ) -> tuple[dict[str, Any], list[tuple[str, str, Array, bool]]]:
+        """`infer`, in a run shared with the concurrent requests (`batches` is true).
+        The request is checked alone first, so a bad one never joins a batch."""
+        assert self.batcher is not None
+        wanted, request_id = self._check(model, request)
+        results = await self.batcher.predict(request.inputs, request.rows)
+        self._record(model, request.inputs, results, request_id)
+        return self._respond(model, request_id, wanted, results)
+
+    def _check(
+        self, model: OnnxModel, request: InferenceRequest
+    ) -> tuple[list[RequestedOutput], str]:
+        """The outputs to answer and the request id, once the request fits the model;
+        else a RequestError."""
         if request.rows > self.max_rows:
             self.check_rows(request.rows)
         for spec in model.inputs:
@@ -145,17 +181,23 @@ class DataPlane:
             known = {spec.name for spec in model.inputs}
             unknown = sorted(set(request.inputs) - known)
             raise RequestError(f"unknown input(s) {unknown}; model inputs: {sorted(known)}")
-        by_name = {spec.name: spec for spec in model.outputs}
+        names = {spec.name for spec in model.outputs}
         wanted = request.outputs
         if wanted is None:
             wanted = [RequestedOutput(spec.name, request.binary_outputs) for spec in model.outputs]
         for item in wanted:
-            if item.name not in by_name:
-                raise RequestError(
-                    f"unknown output {item.name!r}; model outputs: {sorted(by_name)}"
-                )
-        request_id = check_request_id(request.id) or self.ids.new()
-        results = self._predict(model, request.inputs, request_id)
+            if item.name not in names:
+                raise RequestError(f"unknown output {item.name!r}; model outputs: {sorted(names)}")
+        return wanted, check_request_id(request.id) or self.ids.new()
+
+    @staticmethod
+    def _respond(
+        model: OnnxModel,
+        request_id: str,
+        wanted: list[RequestedOutput],
+        results: dict[str, Array],
+    ) -> tuple[dict[str, Any], list[tuple[str, str, Array, bool]]]:
+        by_name = {spec.name: spec for spec in model.outputs}
         outputs = [
             (item.name, by_name[item.name].datatype, results[item.name], item.binary)
             for item in wanted
@@ -208,6 +250,13 @@ class DataPlane:
         self, model: OnnxModel, inputs: dict[str, Array], request_id: str
     ) -> dict[str, Array]:
         results: dict[str, Array] = model.predict(inputs)
+        self._record(model, inputs, results, request_id)
+        return results
+
+    def _record(
+        self, model: OnnxModel, inputs: dict[str, Array], results: dict[str, Array], request_id: str
+    ) -> None:
+        """Count the rows and offer them to the drift sampler and the prediction log."""
         first_input = next(iter(inputs.values()))
         metrics.ROWS.inc(first_input.shape[0] if first_input.ndim else 1)
         if len(inputs) == 1 and (self.sampler is not None or self.prediction_log is not None):
@@ -216,7 +265,6 @@ class DataPlane:
                 self.sampler.offer(first_input, first_output, request_id, now)
             if self.prediction_log is not None:
                 self.prediction_log.offer(first_input, first_output, request_id, now)
-        return results
 
 
 def parse_feedback(document: Any, max_rows: int) -> list[dict[str, Any]]:

@@ -17,12 +17,14 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mlplane_runtime.httpserver import (
     HEADER_LENGTH,
+    Deferred,
     Offload,
     Request,
     RequestError,
@@ -33,6 +35,7 @@ from mlplane_runtime.httpserver import (
 )
 from mlplane_runtime.server import metrics
 from mlplane_runtime.server.codec import (
+    Array,
     InferenceRequest,
     V1Request,
     decode_v1,
@@ -62,7 +65,7 @@ class RestApp:
         self._latency = {p: metrics.LATENCY.labels(p) for p in ("v1", "v2")}
         self._version = (VERSION_HEADER, (dataplane.model.version or "").encode("latin-1"))
 
-    def __call__(self, request: Request) -> Response | Offload:
+    def __call__(self, request: Request) -> Response | Offload | Deferred:
         started = time.perf_counter()
         protocol = _protocol(request.path)
         try:
@@ -75,6 +78,8 @@ class RestApp:
             return Offload(
                 functools.partial(self._finish, request, protocol, started, response.run)
             )
+        if isinstance(response, Deferred):
+            return Deferred(self._finish_deferred(request, protocol, started, response.result))
         self._observe(protocol, started, response.status)
         return response
 
@@ -98,6 +103,19 @@ class RestApp:
         self._observe(protocol, started, response.status)
         return response
 
+    async def _finish_deferred(
+        self, request: Request, protocol: str, started: float, result: Awaitable[Response]
+    ) -> Response:
+        """An awaited answer (a shared batch): errors and metrics as inline."""
+        try:
+            response = await result
+        except RequestError as exc:
+            response = error_response(exc.status, str(exc))
+        except Exception:
+            response = self._internal_error(request)
+        self._observe(protocol, started, response.status)
+        return response
+
     def _observe(self, protocol: str, started: float, status: int) -> None:
         if protocol in self._latency:
             self._latency[protocol].observe(time.perf_counter() - started)
@@ -111,7 +129,7 @@ class RestApp:
             self._counters[key] = counter
         counter()
 
-    def _route(self, request: Request) -> Response | Offload:
+    def _route(self, request: Request) -> Response | Offload | Deferred:
         parts = request.path.strip("/").split("/")
         head = parts[0]
         if head == "v2":
@@ -123,7 +141,7 @@ class RestApp:
             return Response(200, generate_latest(metrics.REGISTRY), CONTENT_TYPE_LATEST.encode())
         raise RequestError(f"no route for {request.method} {request.path}", 404)
 
-    def _v2(self, request: Request, parts: list[str]) -> Response | Offload:
+    def _v2(self, request: Request, parts: list[str]) -> Response | Offload | Deferred:
         plane = self.dataplane
         if not parts or parts == [""]:
             _method(request, "GET")
@@ -156,7 +174,9 @@ class RestApp:
             return Offload(lambda: json_response(200, plane.feedback(name, document)))
         raise RequestError(f"no route for {request.method} {request.path}", 404)
 
-    def _infer(self, request: Request, name: str, version: str | None) -> Response | Offload:
+    def _infer(
+        self, request: Request, name: str, version: str | None
+    ) -> Response | Offload | Deferred:
         model = self.dataplane.ready_model(name, version)
         json_length = request.headers.get(HEADER_LENGTH)
         length: int | None = None
@@ -167,6 +187,8 @@ class RestApp:
         if len(request.body) > OFFLOAD_BODY_BYTES:
             return Offload(functools.partial(self._decode_and_infer, model, request.body, length))
         decoded = decode_v2(request.body, length)
+        if self.dataplane.batches(decoded):
+            return Deferred(self._infer_batched(model, decoded))
         if decoded.rows > self.offload_rows:
             self.dataplane.check_rows(decoded.rows)
             return Offload(functools.partial(self._infer_decoded, model, decoded))
@@ -176,7 +198,14 @@ class RestApp:
         return self._infer_decoded(model, decode_v2(body, length))
 
     def _infer_decoded(self, model: OnnxModel, decoded: InferenceRequest) -> Response:
-        header, outputs = self.dataplane.infer(model, decoded)
+        return self._v2_response(*self.dataplane.infer(model, decoded))
+
+    async def _infer_batched(self, model: OnnxModel, decoded: InferenceRequest) -> Response:
+        return self._v2_response(*await self.dataplane.infer_batched(model, decoded))
+
+    def _v2_response(
+        self, header: dict[str, Any], outputs: list[tuple[str, str, Array, bool]]
+    ) -> Response:
         body, binary_from = encode_v2(header, outputs)
         if binary_from is None:
             return Response(200, body, headers=[self._version])

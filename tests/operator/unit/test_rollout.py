@@ -38,7 +38,7 @@ class Server:
     def serve(self, protocol: str, code: int, seconds: float, count: int = 1) -> Server:
         for _ in range(count):
             self.requests.labels(protocol, str(code)).inc()
-            if protocol in ("v1", "v2"):
+            if protocol in ("v1", "v2", "grpc"):
                 self.latency.labels(protocol).observe(seconds)
         return self
 
@@ -89,6 +89,24 @@ def test_inference_requests_and_their_errors_are_counted() -> None:
     assert traffic.requests == 108
     assert traffic.errors == 8  # every non-2xx answer to an inference request
     assert traffic.error_rate == pytest.approx(8 / 108)
+
+
+def test_grpc_requests_count_with_rest_ones_in_one_analysis() -> None:
+    """A canary served over both protocols: its gRPC errors and latency count as its
+    REST ones do (the server labels them protocol="grpc", code = the HTTP status)."""
+    text = (
+        Server()
+        .serve("v2", 200, 0.003, count=50)
+        .serve("grpc", 200, 0.3, count=48)
+        .serve("grpc", 500, 0.001, count=2)
+        .metrics()
+    )
+    traffic = parse_traffic(text)
+    assert traffic.requests == 100
+    assert traffic.errors == 2
+    assert traffic.quantile_ms(0.99) == pytest.approx(250 + 750 * (99 - 52) / 48)
+    verdict = analyse([traffic], max_error_rate=0.01, max_latency_p99_ms=None, min_requests=10)
+    assert verdict.outcome == "fail"
 
 
 def test_health_and_metrics_requests_are_not_inference_traffic() -> None:

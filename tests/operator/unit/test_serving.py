@@ -108,7 +108,7 @@ def test_server_is_ready_only_when_the_model_is_loaded() -> None:
     server = containers(deployment())["server"]
     assert server["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
     assert server["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
-    assert server["ports"] == [{"name": "http", "containerPort": 8080}]
+    assert server["ports"][0] == {"name": "http", "containerPort": 8080}
 
 
 def test_monitor_sidecar_runs_when_drift_is_enabled_and_a_baseline_exists() -> None:
@@ -283,7 +283,33 @@ def test_service_selects_every_version_of_the_inferenceservice() -> None:
             "metadata"
         ]["labels"]
         assert selector.items() <= pod_labels.items()
-    assert service["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http"}]
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 8080, "targetPort": "http"},
+        {"name": "grpc", "port": 8001, "targetPort": "grpc", "appProtocol": "kubernetes.io/h2c"},
+    ]
+
+
+def test_server_listens_for_grpc_on_the_port_the_service_targets() -> None:
+    body = inferenceservice_body()
+    server = containers(deployment(body))["server"]
+    declared = {p["name"]: p["containerPort"] for p in server["ports"]}
+    assert parse_server_args(server["args"]).grpc_port == declared["grpc"] == 8001
+    service_ports = build_service(inferenceservice(body), body, settings())["spec"]["ports"]
+    assert {"name": "grpc", "port": 8001, "targetPort": "grpc"}.items() <= service_ports[1].items()
+
+
+def test_batching_is_off_unless_asked() -> None:
+    parsed = parse_server_args(containers(deployment())["server"]["args"])
+    assert parsed.max_batch_size == 0
+
+
+def test_batching_reaches_the_server() -> None:
+    isvc = inferenceservice_body(server={"batching": {"maxBatchSize": 32, "maxLatencyMs": 1.5}})
+    parsed = parse_server_args(containers(deployment(isvc))["server"]["args"])
+    assert (parsed.max_batch_size, parsed.max_batch_latency_ms) == (32, 1.5)
+    defaults = inferenceservice_body(server={"batching": {}})
+    parsed = parse_server_args(containers(deployment(defaults))["server"]["args"])
+    assert (parsed.max_batch_size, parsed.max_batch_latency_ms) == (64, 0)
 
 
 def test_service_exposes_the_monitor_port_with_drift_monitoring() -> None:

@@ -350,6 +350,29 @@ def _has_cpu(resources: ResourceRequirements | None) -> bool:
     return "cpu" in (resources.requests or {}) or "cpu" in (resources.limits or {})
 
 
+MAX_BATCH_SIZE = 10_000  # the server's --max-rows default: no batch is larger than a request
+MAX_BATCH_LATENCY_MS = 1000  # the server's bound
+
+
+class Batching(KubeModel):
+    """Adaptive batching: concurrent V2 requests (REST and gRPC) for the model share one
+    ONNX Runtime run, and each gets its own rows back."""
+
+    max_batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE)] = 64
+    """The most rows in one run (default 64). A larger request runs alone."""
+    max_latency_ms: Annotated[float, Field(ge=0, le=MAX_BATCH_LATENCY_MS)] = 0
+    """The longest a batch waits for more requests while the model is free (default 0:
+    no wait, so a lone request is not delayed; under load, requests that arrive during a
+    run form the next batch)."""
+
+
+class Server(KubeModel):
+    """Options of the model server."""
+
+    batching: Batching | None = None
+    """Coalesce concurrent requests into one run (off when absent)."""
+
+
 class InferenceServiceSpec(KubeModel):
     """What to serve and how: a model version (pinned, or following a stage), its
     capacity, how new versions roll out, and monitoring."""
@@ -454,6 +477,8 @@ class InferenceServiceSpec(KubeModel):
     """The server image. Default: the operator's configured runtime image."""
     threads: Annotated[int, Field(ge=1, le=64)] | None = None
     """ONNX Runtime intra-op threads per replica. Default: 1."""
+    server: Server | None = None
+    """Model server options: adaptive batching."""
     service_account_name: ObjectName | None = None
     """The ServiceAccount the server pods run as."""
 

@@ -1,0 +1,1 @@
+"""Open Inference Protocol messages for gRPC (generated from grpc_predict_v2.proto)."""
