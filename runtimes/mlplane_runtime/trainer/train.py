@@ -126,14 +126,14 @@ def _check_xgboost_labels(target: Any) -> None:
         )
 
 
-def _fit(estimator: BaseEstimator, x: Any, y: Any) -> None:
+def fit(estimator: BaseEstimator, x: Any, y: Any) -> None:
     try:
         estimator.fit(x, y)
     except (ValueError, TypeError) as exc:
         raise UserError(f"fitting {type(estimator).__name__} failed: {exc}") from exc
 
 
-def _scores(estimator: BaseEstimator, x: Any) -> Any:
+def scores(estimator: BaseEstimator, x: Any) -> Any:
     return estimator.predict_proba(x) if hasattr(estimator, "predict_proba") else None
 
 
@@ -189,9 +189,9 @@ def train(
         prepared.x_train, prepared.x_test, prepared.y_train, prepared.y_test
     )  # fmt: skip
     estimator = build_estimator(spec.estimator, spec.validation.seed, data.feature_names, overrides)
-    _fit(estimator, x_train, y_train)
+    fit(estimator, x_train, y_train)
     metrics = evaluate(
-        prepared.metric_names, y_test, estimator.predict(x_test), _scores(estimator, x_test)
+        prepared.metric_names, y_test, estimator.predict(x_test), scores(estimator, x_test)
     )
 
     model_bytes = to_onnx(estimator, prepared.layout, classification)
