@@ -257,7 +257,7 @@ def main() -> int:
     x_train, _, y_train, _ = train_test_split(
         data.features, data.target, test_size=0.2, random_state=0, stratify=data.target
     )
-    estimator = build_estimator(spec.estimator, 0)
+    estimator = build_estimator(spec.estimator, 0, data.feature_names)
     estimator.fit(x_train, y_train)
     joblib.dump(estimator, CACHE / "model.joblib")
 

@@ -28,7 +28,10 @@ def _search(**fields: Any) -> dict[str, Any]:
 
 def test_grid_trials_walk_the_product_in_a_fixed_order() -> None:
     search = parse_search(
-        _search(strategy="grid", parameters={"max_depth": [2, 4], "learning_rate": [0.1, 0.3, 1]})
+        _search(
+            strategy="grid",
+            parameters={"max_depth": {"values": [2, 4]}, "learning_rate": [0.1, 0.3, 1]},
+        )
     )
     assert search is not None
     assert search.trials == 6

@@ -1,5 +1,8 @@
 """Hyperparameter search: the space (`spec.search`), and the parameters of trial i.
 
+A parameter's space is a list of values (`{values: [...]}` in the TrainingJob API, or
+a bare list) or a range `{min, max, scale: linear|log, type: float|int}`.
+
 Pure and deterministic: a trial knows its parameters from its index alone (an Indexed
 Job's completion index), so trials can run in any order, on any node, and again.
 Grid trials walk the Cartesian product of the value lists (parameters in name order,
@@ -83,6 +86,11 @@ def _number(value: Any, where: str) -> float:
 
 def _space(name: str, raw: Any) -> tuple[Scalar, ...] | Range:
     where = f"spec.search.parameters.{name}"
+    if isinstance(raw, dict) and "values" in raw:  # the TrainingJob API's {values: [...]}
+        if len(raw) != 1:
+            raise UserError(f"{where}: give either values or min/max (with scale, type)")
+        raw = raw["values"]
+        where = f"{where}.values"
     if isinstance(raw, list):
         if not raw:
             raise UserError(f"{where} is an empty list; give at least one value")
@@ -91,10 +99,12 @@ def _space(name: str, raw: Any) -> tuple[Scalar, ...] | Range:
                 raise UserError(f"{where}: values must be numbers, strings, booleans or null")
         return tuple(raw)
     if not isinstance(raw, dict):
-        raise UserError(f"{where} must be a list of values or {{min, max, scale, type}}")
+        raise UserError(f"{where} must be {{values: [...]}} or {{min, max, scale, type}}")
     unknown = sorted(set(raw) - {"min", "max", "scale", "type"})
     if unknown:
-        raise UserError(f"{where}: unknown field(s) {unknown}; allowed: min, max, scale, type")
+        raise UserError(
+            f"{where}: unknown field(s) {unknown}; allowed: values, or min, max, scale, type"
+        )
     low, high = _number(raw.get("min"), f"{where}.min"), _number(raw.get("max"), f"{where}.max")
     scale, kind = raw.get("scale") or "linear", raw.get("type") or "float"
     if scale not in SCALES:
