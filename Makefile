@@ -67,6 +67,10 @@ test: lint cluster-up ## lint, then every test (unit and against the local clust
 demo: cluster-up ## helm install mlplane on the local cluster, then train, register, verify, promote, serve and query examples/iris
 	hack/demo.sh
 
+.PHONY: bench-search
+bench-search: dev ## benchmark mlplane-train against a bare fit, and a parallel search against sequential fits
+	$(BIN)/python hack/bench-search.py $(BENCH_ARGS)
+
 .PHONY: bench-serve
 bench-serve: dev ## benchmark mlplane-serve against raw ONNX Runtime, MLServer and KServe
 	$(BIN)/python hack/bench-serve/bench.py $(BENCH_ARGS)
