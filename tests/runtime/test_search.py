@@ -146,16 +146,24 @@ def test_the_refit_publishes_the_best_trial_with_the_search_in_its_result(tmp_pa
     assert run_trial(spec, identity, 0) == trials[0]  # a retried trial pod reports its result
 
 
-def test_a_failed_trial_is_recorded_and_the_search_goes_on(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("estimator", "parameter", "good", "refused"),
+    [("XGBClassifier", "max_depth", 3, -5), ("LGBMClassifier", "num_leaves", 8, 1)],
+)
+def test_a_failed_trial_is_recorded_and_the_search_goes_on(
+    tmp_path: Path, estimator: str, parameter: str, good: int, refused: int
+) -> None:
     data = write_categorical_csv(tmp_path / "churn.csv")
-    search = _search(strategy="grid", parameters={"max_depth": [3, -5]})  # -5: XGBoost refuses
-    spec = parse_spec(_spec(data, search, params={"n_estimators": 10}))
+    search = _search(strategy="grid", parameters={parameter: [good, refused]})
+    raw = _spec(data, search, params={"n_estimators": 10})
+    raw["estimator"]["class"] = estimator
+    spec = parse_spec(raw)
     identity = RunIdentity("churn", "r1", str(tmp_path / "out"))
     outcomes = [run_trial(spec, identity, i) for i in range(2)]
     assert [t["outcome"] for t in outcomes] == ["Succeeded", "Failed"]
-    assert "max_depth" in outcomes[1]["message"] or "fitting" in outcomes[1]["message"]
+    assert f"fitting {estimator} failed" in outcomes[1]["message"]
     result = refit(spec, identity)
-    assert result["search"]["bestParams"] == {"max_depth": 3}
+    assert result["search"]["bestParams"] == {parameter: good}
     assert (result["search"]["succeeded"], result["search"]["failed"]) == (1, 1)
     failed = [t for t in result["search"]["trialResults"] if t["outcome"] == "Failed"]
     assert failed

@@ -64,11 +64,6 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def _split(data: Dataset, spec: TrainingSpec, classification: bool) -> tuple[Any, ...]:
-    return split(data.features, data.target, spec.validation.test_size, spec.validation.seed,
-                 classification)  # fmt: skip
-
-
 def split(x: Any, y: Any, test_size: float, seed: int, classification: bool) -> tuple[Any, ...]:
     """A seeded train/test split, stratified for classifiers when every class can be."""
     try:
@@ -110,7 +105,10 @@ def prepare(spec: TrainingSpec) -> Prepared:
         )
     if classification and spec.estimator.class_name.endswith("XGBClassifier"):
         _check_xgboost_labels(data.target)
-    x_train, x_test, y_train, y_test = _split(data, spec, classification)
+    x_train, x_test, y_train, y_test = split(
+        data.features, data.target, spec.validation.test_size, spec.validation.seed,
+        classification,
+    )  # fmt: skip
     layout = InputLayout(tuple(data.feature_names), data.categorical)
     return Prepared(classification, metric_names, data, layout, x_train, x_test, y_train, y_test)
 
@@ -126,11 +124,21 @@ def _check_xgboost_labels(target: Any) -> None:
         )
 
 
+def _fit_errors() -> tuple[type[Exception], ...]:
+    """What a fit raises for parameters or data it refuses (XGBoostError is a
+    ValueError; LightGBM has its own)."""
+    lightgbm = sys.modules.get("lightgbm")
+    if lightgbm is None:
+        return (ValueError, TypeError)
+    return (ValueError, TypeError, lightgbm.basic.LightGBMError)
+
+
 def fit(estimator: BaseEstimator, x: Any, y: Any) -> None:
     try:
         estimator.fit(x, y)
-    except (ValueError, TypeError) as exc:
-        raise UserError(f"fitting {type(estimator).__name__} failed: {exc}") from exc
+    except _fit_errors() as exc:
+        final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+        raise UserError(f"fitting {type(final).__name__} failed: {exc}") from exc
 
 
 def scores(estimator: BaseEstimator, x: Any) -> Any:
