@@ -97,13 +97,14 @@ def trainer_overhead(work: Path, rows: int, estimator: dict[str, Any], repeat: i
         model.predict(prepared.x_test)
 
     counter = iter(range(1_000_000))
+    name = str(estimator["class"]).lower()
 
-    def trainer() -> None:
+    def trainer() -> None:  # a new run id each time: a published run is not trained again
         run(
             [
                 str(BIN / "mlplane-train"),
                 "--run",
-                f"r{next(counter)}",
+                f"{name}-{next(counter)}",
                 "--output",
                 str(work / "out"),
             ],

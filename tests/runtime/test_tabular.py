@@ -18,6 +18,7 @@ import pytest
 import tritonclient.http as triton
 
 from mlplane_runtime.errors import UserError
+from mlplane_runtime.trainer import data
 from mlplane_runtime.trainer.estimators import ALLOWED, estimator_class
 from mlplane_runtime.trainer.spec import parse_spec
 from mlplane_runtime.trainer.train import RunIdentity, train
@@ -322,3 +323,38 @@ def test_binary_bytes_that_overrun_their_size_are_a_400(churn_server: Process) -
     )  # fmt: skip
     assert status == 400
     assert "runs past its data" in json.loads(raw)["error"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "age, color ,income,size,churned\n30, red,1.5,M,1\n41,blue , 2.25,XL,0\n",  # padded
+        "age,color,income,size,churned\n30,10001,1.5,M,yes\n41,02134,2,XL,no\n",  # digits as text
+        "age,color,income,size,churned\n\n30,red,1e3,M,1\n\n41,,-2,XL,0\n",  # blank lines, ""
+    ],
+)
+def test_the_fast_csv_reader_reads_what_the_csv_module_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    path = tmp_path / "d.csv"
+    header, body = text.split("\n", 1)
+    path.write_text(header + "\n" + body * 6)  # at least 10 rows
+    dataset = parse_spec(
+        _spec(path, {"class": "LGBMClassifier", "categorical": {"columns": ["color", "size"]}})
+    ).dataset
+    fast = data.load_dataset(dataset, ("color", "size"))
+    monkeypatch.setattr(data, "_read_csv_arrow", lambda *_: None)
+    reference = data.load_dataset(dataset, ("color", "size"))
+    assert fast.feature_names == reference.feature_names == ["age", "color", "income", "size"]
+    assert fast.features.tolist() == reference.features.tolist()
+    assert fast.target.tolist() == reference.target.tolist()
+    assert fast.target.dtype == reference.target.dtype
+
+
+def test_a_csv_the_fast_reader_cannot_take_gets_the_csv_modules_error(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("a,b,y\n" + "1,2,0\n" * 12 + "1,2\n")
+    spec = parse_spec({"model": "m", "dataset": {"uri": str(path), "target": "y"},
+                       "estimator": {"class": "XGBClassifier"}})  # fmt: skip
+    with pytest.raises(UserError, match="line 14 has 2 fields, header has 3"):
+        data.load_dataset(spec.dataset)

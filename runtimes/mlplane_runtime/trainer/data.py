@@ -51,7 +51,11 @@ def load_dataset(spec: DatasetSpec, categorical: tuple[str, ...] = ()) -> Datase
         features, names = _select(columns, spec.features or tuple(names), "builtin")
         return Dataset(features, np.asarray(bunch.target), names, f"builtin:{spec.builtin}", "")
     raw = read_bytes(spec.uri)
-    columns = _read_parquet(raw, spec.uri) if spec.format == "parquet" else _read_csv(raw, spec.uri)
+    columns = (
+        _read_parquet(raw, spec.uri)
+        if spec.format == "parquet"
+        else _read_csv_arrow(raw, {spec.target, *categorical}) or _read_csv(raw, spec.uri)
+    )
     if spec.target not in columns:
         raise UserError(
             f"spec.dataset.target {spec.target!r} is not a column of {spec.uri}; "
@@ -131,6 +135,44 @@ def _target(values: list[Any] | npt.NDArray[Any]) -> npt.NDArray[Any]:
     if np.all(np.isfinite(numeric)) and np.all(numeric == np.round(numeric)):
         return numeric.astype(np.int64)
     return numeric
+
+
+def _read_csv_arrow(raw: bytes, text_columns: set[str]) -> dict[str, Any] | None:
+    """The csv read by pyarrow (tens of times faster than the csv module), with the same
+    result as `_read_csv`: `text_columns` (the target, the categorical ones) as stripped
+    text, the others as float64 (an empty cell: NaN). None when pyarrow is not installed
+    or the file is anything but clean numbers there: `_read_csv` then reads it, and says
+    what is wrong with it."""
+    try:
+        import pyarrow as pa  # noqa: PLC0415 - optional dependency (the parquet extra)
+        import pyarrow.compute as pc  # noqa: PLC0415
+        import pyarrow.csv as pacsv  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - depends on the image
+        return None
+    try:
+        first_line = raw.split(b"\n", 1)[0].decode("utf-8-sig")
+        header = next(csv.reader([first_line]))
+        names = [name.strip() for name in header]
+        if len(set(names)) != len(names):
+            return None
+        types = {raw_name: pa.string() for raw_name, name in zip(header, names, strict=True)
+                 if name in text_columns}  # fmt: skip
+        table = pacsv.read_csv(
+            io.BytesIO(raw), convert_options=pacsv.ConvertOptions(column_types=types)
+        )
+    except (UnicodeDecodeError, StopIteration, csv.Error, pa.ArrowException):
+        return None
+    columns: dict[str, Any] = {}
+    for name, column in zip(names, table.columns, strict=True):
+        if name in text_columns:
+            columns[name] = pc.utf8_trim_whitespace(column).to_pylist()
+        elif pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+            columns[name] = pc.cast(column, pa.float64()).to_numpy()
+        elif pa.types.is_null(column.type):  # every cell empty
+            columns[name] = np.full(len(column), np.nan)
+        else:
+            return None
+    return columns
 
 
 def _read_csv(raw: bytes, uri: str) -> dict[str, list[str]]:
