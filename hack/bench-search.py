@@ -8,7 +8,8 @@
    Indexed Job's pod runs it (P at a time), divided by the same N fits run one after
    another in one process with the data loaded once. Goal: <= 0.7 at P = 2 on 2 cores.
 
-Both are measured in the same run, on data generated here, median of --repeat runs.
+Both are measured in the same run, on data generated here: the median of --repeat runs
+of each side, the two sides alternating.
 
     .venv/bin/python hack/bench-search.py [--rows 100000] [--trials 16] [--parallelism 2]
 """
@@ -67,13 +68,18 @@ def write_categorical_csv(path: Path, rows: int) -> None:
             writer.writerow([age, color, income, size, churned])
 
 
-def median_seconds(action: Callable[[], None], repeat: int) -> float:
-    times = []
+def paired_medians(
+    first: Callable[[], None], second: Callable[[], None], repeat: int
+) -> tuple[float, float]:
+    """Median seconds of each, run alternately, so that a change in the machine's load
+    (it is shared) weighs on both sides of the ratio alike."""
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeat):
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        for action, spent in ((first, times[0]), (second, times[1])):
+            started = time.perf_counter()
+            action()
+            spent.append(time.perf_counter() - started)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def run(args: list[str], env: dict[str, str]) -> None:
@@ -111,7 +117,7 @@ def trainer_overhead(work: Path, rows: int, estimator: dict[str, Any], repeat: i
             {"MLPLANE_TRAINING_SPEC": json.dumps(raw), "MLPLANE_TERMINATION_LOG": os.devnull},
         )
 
-    bare_s, trainer_s = median_seconds(bare, repeat), median_seconds(trainer, repeat)
+    bare_s, trainer_s = paired_medians(bare, trainer, repeat)
     print(
         f"trainer overhead, {estimator['class']} {estimator.get('params', {})}, {rows} rows: "
         f"mlplane-train {trainer_s:.2f} s / bare fit+predict {bare_s:.2f} s = "
@@ -170,7 +176,7 @@ def search_speedup(work: Path, rows: int, trials: int, parallelism: int, repeat:
         with ThreadPoolExecutor(parallelism) as pool:
             list(pool.map(trial, range(trials)))
 
-    sequential_s, parallel_s = median_seconds(sequential, repeat), median_seconds(parallel, repeat)
+    sequential_s, parallel_s = paired_medians(sequential, parallel, repeat)
     print(
         f"search, {trials} trials (XGBClassifier, 3-fold CV, {rows} rows, {os.cpu_count()} "
         f"cores): parallelism {parallelism} as trial processes {parallel_s:.2f} s / "

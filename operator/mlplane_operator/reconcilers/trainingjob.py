@@ -9,6 +9,7 @@ names are deterministic and a run's version is found again by its label.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -127,10 +128,14 @@ def _observe(
     names = {run.name for run in observed}
     for job in trial_jobs:
         run_name = job["metadata"]["labels"].get(labels.RUN, "")
-        previous = history.get(run_name)
-        if run_name in names or (previous and previous.outcome.value in RECORDED):
+        if run_name in names:
             continue
-        run, refit = policy.searching(policy.observe_job(job), run_name)
+        trials = policy.observe_job(job)
+        previous = history.get(run_name)
+        if previous is not None and previous.outcome.value in RECORDED:
+            observed.append(replace(trials, name=run_name))  # for its ttlSecondsAfterFinished
+            continue
+        run, refit = policy.searching(trials, run_name)
         if refit:
             created = _start_refit(tj, body, job, run, settings)
             run = policy.observe_job(created) if created is not None else run
