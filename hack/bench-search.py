@@ -197,7 +197,7 @@ def main() -> int:
         work = Path(scratch)
         for estimator in (
             {"class": "XGBClassifier", "params": {"n_estimators": 100}},
-            {"class": "RandomForestClassifier", "params": {"n_estimators": 50}},
+            {"class": "RandomForestClassifier", "params": {"n_estimators": 50, "max_depth": 12}},
         ):
             trainer_overhead(work, args.rows, estimator, args.repeat)
         search_speedup(work, args.search_rows, args.trials, args.parallelism, args.repeat)

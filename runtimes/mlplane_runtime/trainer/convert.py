@@ -12,7 +12,6 @@ skl2onnx so that they convert inside a pipeline too. Classifiers output
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +20,7 @@ import numpy.typing as npt
 import onnx
 from skl2onnx import convert_sklearn, get_latest_tested_opset_version
 from skl2onnx.common.data_types import FloatTensorType, StringTensorType
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, is_classifier
 
 from mlplane_runtime.artifacts import new_session
 from mlplane_runtime.errors import UserError
@@ -30,6 +29,7 @@ INPUT_NAME = "input"
 REGRESSION_OUTPUT = "predictions"
 PARITY_RTOL = 1e-3
 BOOSTER_ML_OPSET = 3  # the ai.onnx.ml opset skl2onnx writes for onnxmltools' trees
+_REGISTERED: set[type[Any]] = set()  # booster classes whose converter skl2onnx knows
 
 Array = npt.NDArray[Any]
 
@@ -70,46 +70,40 @@ def _final_estimator(model: BaseEstimator) -> Any:
     return model.steps[-1][1] if hasattr(model, "steps") else model
 
 
-@functools.cache
-def _register_boosters() -> None:
-    """Teach skl2onnx the XGBoost and LightGBM estimators (onnxmltools' converters), so
-    that they convert alone and as the last step of a pipeline."""
-    # Imported here: only runs that train a booster pay for these imports.
-    from lightgbm import LGBMClassifier, LGBMRegressor  # noqa: PLC0415
-    from onnxmltools.convert.lightgbm.operator_converters.LightGbm import (  # noqa: PLC0415
-        convert_lightgbm,
-    )
-    from onnxmltools.convert.xgboost.operator_converters.XGBoost import (  # noqa: PLC0415
-        convert_xgboost,
-    )
+def _is_booster(estimator: Any) -> bool:
+    return type(estimator).__module__.split(".")[0] in ("xgboost", "lightgbm")
+
+
+def _register_booster(cls: type[Any]) -> None:
+    """Teach skl2onnx an XGBoost or LightGBM estimator class (onnxmltools' converter),
+    so that it converts alone and as the last step of a pipeline. Imported here: only a
+    run that trains one pays for the imports, and only for its own library."""
+    if cls in _REGISTERED:
+        return
     from skl2onnx import update_registered_converter  # noqa: PLC0415
     from skl2onnx.common.shape_calculator import (  # noqa: PLC0415
         calculate_linear_classifier_output_shapes,
         calculate_linear_regressor_output_shapes,
     )
-    from xgboost import XGBClassifier, XGBRegressor  # noqa: PLC0415
 
-    classifier_options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
-    for cls, alias, converter in (
-        (XGBClassifier, "XGBoostXGBClassifier", convert_xgboost),
-        (LGBMClassifier, "LightGbmLGBMClassifier", convert_lightgbm),
-    ):
-        update_registered_converter(
-            cls, alias, calculate_linear_classifier_output_shapes, converter,
-            options=classifier_options,
-        )  # fmt: skip
-    update_registered_converter(
-        XGBRegressor, "XGBoostXGBRegressor", calculate_linear_regressor_output_shapes,
-        convert_xgboost,
-    )  # fmt: skip
-    update_registered_converter(
-        LGBMRegressor, "LightGbmLGBMRegressor", calculate_linear_regressor_output_shapes,
-        convert_lightgbm, options={"split": None},
-    )  # fmt: skip
+    if cls.__module__.startswith("xgboost"):
+        from onnxmltools.convert.xgboost.operator_converters import XGBoost  # noqa: PLC0415
 
+        converter, alias = XGBoost.convert_xgboost, f"XGBoost{cls.__name__}"
+        regressor_options = None
+    else:
+        from onnxmltools.convert.lightgbm.operator_converters import LightGbm  # noqa: PLC0415
 
-def _is_booster(estimator: Any) -> bool:
-    return type(estimator).__module__.split(".")[0] in ("xgboost", "lightgbm")
+        converter, alias = LightGbm.convert_lightgbm, f"LightGbm{cls.__name__}"
+        regressor_options = {"split": None}
+    if is_classifier(cls()):
+        options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
+        update_registered_converter(cls, alias, calculate_linear_classifier_output_shapes,
+                                    converter, options=options)  # fmt: skip
+    else:
+        update_registered_converter(cls, alias, calculate_linear_regressor_output_shapes,
+                                    converter, options=regressor_options)  # fmt: skip
+    _REGISTERED.add(cls)
 
 
 def to_onnx(model: BaseEstimator, layout: InputLayout, classification: bool) -> bytes:
@@ -118,7 +112,7 @@ def to_onnx(model: BaseEstimator, layout: InputLayout, classification: bool) -> 
     options = {id(final): {"zipmap": False}} if classification else None
     target_opset: int | dict[str, int] | None = None
     if _is_booster(final):
-        _register_boosters()
+        _register_booster(type(final))
         target_opset = {"": get_latest_tested_opset_version(), "ai.onnx.ml": BOOSTER_ML_OPSET}
     try:
         proto = convert_sklearn(
