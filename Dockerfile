@@ -39,6 +39,10 @@ COPY requirements/runtime.txt requirements/
 RUN pip --python /opt/venv/bin/python install -r requirements/runtime.txt
 COPY runtimes/ runtimes/
 RUN pip --python /opt/venv/bin/python install --no-deps ./runtimes
+# LightGBM's library needs the OpenMP runtime libgomp.so.1, which slim bases lack; the
+# scikit-learn wheel ships one (auditwheel-renamed): give it the name LightGBM asks for.
+RUN gomp="$(find /opt/venv/lib -path '*/scikit_learn.libs/libgomp-*' -print -quit)" \
+ && test -n "$gomp" && ln -s "$gomp" /opt/venv/lib/libgomp.so.1
 
 # What both final images share: no packaging tools, a fixed non-root user (65532, the
 # distroless "nonroot" convention, so runAsUser in the chart matches the image).
@@ -74,6 +78,7 @@ LABEL org.opencontainers.image.title="mlplane-runtime" \
       org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=runtime-builder /opt/venv /opt/venv
+ENV LD_LIBRARY_PATH=/opt/venv/lib
 # No ENTRYPOINT: pods choose mlplane-train, mlplane-serve or mlplane-monitor as command.
 EXPOSE 8080
 CMD ["mlplane-serve"]

@@ -80,6 +80,10 @@ demo: cluster-up ## helm install mlplane on the local cluster, then train, regis
 bench-operator: dev ## operator at scale (N TrainingJobs, M InferenceServices); assumes the cluster is up, e.g. MLPLANE_START_NODE=0 hack/cluster.py up
 	$(BIN)/python hack/bench-operator.py $(BENCH_ARGS)
 
+.PHONY: bench-search
+bench-search: dev ## benchmark mlplane-train against a bare fit, and a parallel search against sequential fits
+	$(BIN)/python hack/bench-search.py $(BENCH_ARGS)
+
 .PHONY: bench-serve
 bench-serve: dev ## benchmark mlplane-serve against raw ONNX Runtime, MLServer and KServe
 	$(BIN)/python hack/bench-serve/bench.py $(BENCH_ARGS)

@@ -430,7 +430,7 @@ def fit_for_python_servers(spec_document: dict[str, Any], path: Path) -> None:
     x_train, _, y_train, _ = train_test_split(
         data.features, data.target, test_size=0.2, random_state=0, stratify=data.target
     )
-    estimator = build_estimator(spec.estimator, 0)
+    estimator = build_estimator(spec.estimator, 0, data.feature_names)
     estimator.fit(x_train, y_train)
     joblib.dump(estimator, path)
 

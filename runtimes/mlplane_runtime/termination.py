@@ -9,6 +9,15 @@ from typing import Any
 
 DEFAULT_PATH = "/dev/termination-log"
 MAX_BYTES = 4096  # Kubernetes truncates termination messages at 4 KiB
+# What goes first when a result is too large, as (holder, key): "" is the result itself.
+# A search's trial list is in result.json in full; the best trial stays in any case.
+SHED = (
+    ("", "libraries"),
+    ("search", "trialResults"),
+    ("estimator", "params"),
+    ("", "signature"),
+    ("", "metrics"),
+)
 
 
 def termination_log_path() -> str:
@@ -18,10 +27,10 @@ def termination_log_path() -> str:
 def compact(result: dict[str, Any]) -> str:
     """Serialise `result`; shed the bulkiest optional keys until it fits in 4 KiB."""
     text = json.dumps(result, separators=(",", ":"), sort_keys=True, default=str)
-    for key in ("libraries", "params", "signature", "metrics"):
+    for holder_key, key in SHED:
         if len(text.encode()) <= MAX_BYTES:
             break
-        holder = result.get("estimator", {}) if key == "params" else result
+        holder = result.get(holder_key, {}) if holder_key else result
         if key in holder:
             holder[key] = {"truncated": True}
             text = json.dumps(result, separators=(",", ":"), sort_keys=True, default=str)

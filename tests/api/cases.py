@@ -76,8 +76,22 @@ def full_trainingjob() -> Manifest:
                 "class": "sklearn.ensemble.RandomForestRegressor",
                 "params": {"n_estimators": 10, "criterion": "squared_error", "nested": {"a": [1]}},
                 "preprocessing": ["StandardScaler", "MinMaxScaler"],
+                "categorical": {"encoder": "OrdinalEncoder", "columns": ["district"]},
             },
             "validation": {"testSize": 0.3, "seed": 3, "metrics": ["r2", "rmse"]},
+            "search": {
+                "parameters": {
+                    "max_depth": {"values": [3, 5, None]},
+                    "min_samples_leaf": {"min": 1, "max": 20, "scale": "log", "type": "int"},
+                    "criterion": {"values": ["squared_error", "absolute_error"]},
+                },
+                "strategy": "random",
+                "seed": 11,
+                "maxTrials": 16,
+                "parallelism": 2,
+                "cvFolds": 3,
+                "objective": {"metric": "rmse", "goal": "minimize"},
+            },
             "output": {"storageUri": "s3://models/"},
             "registration": {
                 "stage": "Staging",
@@ -321,6 +335,18 @@ def _isvc(field: str, *changes: tuple[str, Any]) -> tuple[Manifest, str]:
 
 
 URI_DATASET = {"uri": "pvc://data/train.csv", "target": "y"}
+OBJECTIVE = {"metric": "accuracy"}
+
+
+def _search(**fields: Any) -> tuple[str, Any]:
+    return ("spec.search", {"parameters": {"max_depth": {"values": [2, 4]}}, "objective": OBJECTIVE,
+                            **fields})  # fmt: skip
+
+
+def _range(**fields: Any) -> tuple[str, Any]:
+    return _search(parameters={"learning_rate": fields})
+
+
 CANARY = {"strategy": "Canary", "canary": {"steps": [10, 50]}}
 DRIFT = {"drift": {"enabled": True}}
 
@@ -350,6 +376,49 @@ _INVALID: dict[str, tuple[Manifest, str]] = {
     ),
     "tj-estimator-unknown-preprocessing": _tj(
         "spec.estimator.preprocessing", ("spec.estimator.preprocessing", ["PCA"])
+    ),
+    "tj-categorical-no-columns": _tj(
+        "spec.estimator.categorical.columns", ("spec.estimator.categorical", {"columns": []})
+    ),
+    "tj-categorical-column-twice": _tj(
+        "spec.estimator.categorical.columns",
+        ("spec.estimator.categorical", {"columns": ["color", "color"]}),
+    ),
+    "tj-categorical-unknown-encoder": _tj(
+        "spec.estimator.categorical.encoder",
+        ("spec.estimator.categorical", {"encoder": "TargetEncoder", "columns": ["color"]}),
+    ),
+    "tj-search-max-trials-zero": _tj("spec.search.maxTrials", _search(maxTrials=0)),
+    "tj-search-max-trials-above-100": _tj("spec.search.maxTrials", _search(maxTrials=101)),
+    "tj-search-parallelism-zero": _tj("spec.search.parallelism", _search(parallelism=0)),
+    "tj-search-cv-folds-one": _tj("spec.search.cvFolds", _search(cvFolds=1)),
+    "tj-search-unknown-strategy": _tj("spec.search.strategy", _search(strategy="bayes")),
+    "tj-search-no-objective": _tj(
+        "spec.search.objective", ("spec.search", {"parameters": {"a": {"values": [1]}}})
+    ),
+    "tj-search-unknown-objective-metric": _tj(
+        "spec.search.objective.metric", _search(objective={"metric": "auc"})
+    ),
+    "tj-search-no-parameters": _tj("spec.search.parameters", _search(parameters={})),
+    "tj-search-parameter-not-a-name": _tj(
+        "spec.search.parameters", _search(parameters={"max-depth": {"values": [1]}})
+    ),
+    "tj-search-min-not-below-max": _tj(
+        "spec.search.parameters[learning_rate].min", _range(min=0.5, max=0.1)
+    ),
+    "tj-search-log-scale-min-zero": _tj(
+        "spec.search.parameters[learning_rate].min", _range(min=0, max=1, scale="log")
+    ),
+    "tj-search-range-without-max": _tj(
+        "spec.search.parameters[learning_rate].max", _range(min=0.1)
+    ),
+    "tj-search-empty-values": _tj("spec.search.parameters.learning_rate.values", _range(values=[])),
+    "tj-search-scale-with-values": _tj(
+        "spec.search.parameters[learning_rate]", _range(values=[0.1], scale="log")
+    ),
+    "tj-search-grid-with-range": _tj(
+        "spec.search.parameters",
+        _search(strategy="grid", parameters={"learning_rate": {"min": 0.1, "max": 1}}),
     ),
     "tj-test-size-zero": _tj("spec.validation.testSize", ("spec.validation.testSize", 0)),
     "tj-test-size-one": _tj("spec.validation.testSize", ("spec.validation.testSize", 1)),

@@ -64,6 +64,7 @@ def test_every_example_directory_has_a_readme_and_manifests() -> None:
 
 def _normalize(path: str) -> str:
     """spec.env[0].valueFrom, ('spec', 'env', 0, 'valueFrom') -> spec.env.valueFrom"""
+    path = re.sub(r"\[([A-Za-z_]\w*)\]", r".\1", path)  # a map key: parameters[max_depth]
     return re.sub(r"\[\d*\]|\.\d+(?=\.|$)", "", path)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import socket
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from mlplane_runtime.trainer.spec import parse_spec
@@ -65,6 +67,49 @@ def iris_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
 def diabetes_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
     return train_model(
         tmp_path_factory.mktemp("models"), "diabetes", {"builtin": "diabetes"}, {"class": "Ridge"}
+    )
+
+
+COLORS, SIZES = ("red", "green", "blue"), ("S", "M", "L", "XL")
+
+
+def write_categorical_csv(path: Path, rows: int = 400, seed: int = 0) -> Path:
+    """A tabular set as platform teams have them: numeric and string columns, a 0/1
+    target that depends on both (so the encoder matters)."""
+    rng = np.random.default_rng(seed)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["age", "color", "income", "size", "churned"])
+        for _ in range(rows):
+            age, income = int(rng.integers(18, 80)), round(float(rng.normal(50, 15)), 2)
+            color, size = str(rng.choice(COLORS)), str(rng.choice(SIZES))
+            churned = int((color == "red") != (income > 55) or (size == "XL" and age > 60))
+            writer.writerow([age, color, income, size, churned])
+    return path
+
+
+def categorical_feeds(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """ONNX Runtime inputs for rows as the csv has them: one [n, 1] input per column."""
+    return {
+        "age": np.array([[float(r["age"])] for r in rows], np.float32),
+        "color": np.array([[r["color"]] for r in rows], object),
+        "income": np.array([[float(r["income"])] for r in rows], np.float32),
+        "size": np.array([[r["size"]] for r in rows], object),
+    }
+
+
+@pytest.fixture(scope="session")
+def churn_model(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
+    data = write_categorical_csv(tmp_path_factory.mktemp("data") / "churn.csv")
+    return train_model(
+        tmp_path_factory.mktemp("models"),
+        "churn",
+        {"uri": str(data), "target": "churned"},
+        {
+            "class": "XGBClassifier",
+            "params": {"n_estimators": 20, "max_depth": 3},
+            "categorical": {"columns": ["color", "size"]},
+        },
     )
 
 

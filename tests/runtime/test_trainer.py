@@ -22,11 +22,13 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from mlplane_runtime.errors import UserError
 from mlplane_runtime.storage import AlreadyPublishedError, publish_directory
 from mlplane_runtime.trainer import train as training
-from mlplane_runtime.trainer.convert import check_parity, to_onnx
+from mlplane_runtime.trainer.convert import InputLayout, check_parity, to_onnx
 from mlplane_runtime.trainer.estimators import ALLOWED
 from mlplane_runtime.trainer.evaluation import evaluate
 from mlplane_runtime.trainer.spec import parse_spec
 from tests.runtime.conftest import BIN, TrainedModel, train_model
+
+IRIS = InputLayout(("sepal length", "sepal width", "petal length", "petal width"))
 
 
 @pytest.mark.parametrize(
@@ -315,25 +317,25 @@ def test_parity_check_refuses_an_onnx_model_that_disagrees_on_labels() -> None:
     x, y = _iris_rows()
     fitted = LogisticRegression(max_iter=500).fit(x, y)
     other = LogisticRegression(max_iter=500).fit(x, (y + 1) % 3)  # every label rotated
-    assert check_parity(to_onnx(fitted, 4, True), fitted, x, True)["labelMismatches"] == 0
+    assert check_parity(to_onnx(fitted, IRIS, True), fitted, x, IRIS, True)["labelMismatches"] == 0
     with pytest.raises(UserError, match=r"disagree on \d+ of 150 hold-out labels"):
-        check_parity(to_onnx(other, 4, True), fitted, x, True)
+        check_parity(to_onnx(other, IRIS, True), fitted, x, IRIS, True)
 
 
 def test_parity_check_refuses_a_regressor_off_by_more_than_the_tolerance() -> None:
     x, y = _iris_rows()
     fitted = Ridge().fit(x, y.astype(float))
     scaled = Ridge().fit(x, y * 1.01)  # 1 % off: far beyond float32-versus-float64 noise
-    assert check_parity(to_onnx(fitted, 4, False), fitted, x, False)["maxAbsError"] < 1e-4
+    assert check_parity(to_onnx(fitted, IRIS, False), fitted, x, IRIS, False)["maxAbsError"] < 1e-4
     with pytest.raises(UserError, match="differ by up to"):
-        check_parity(to_onnx(scaled, 4, False), fitted, x, False)
+        check_parity(to_onnx(scaled, IRIS, False), fitted, x, IRIS, False)
 
 
 def test_a_parity_failure_fails_the_run_before_anything_is_published(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     x, y = _iris_rows()
-    wrong = to_onnx(LogisticRegression(max_iter=500).fit(x, (y + 1) % 3), 4, True)
+    wrong = to_onnx(LogisticRegression(max_iter=500).fit(x, (y + 1) % 3), IRIS, True)
     monkeypatch.setattr(training, "to_onnx", lambda *_: wrong)  # a converter bug, simulated
     spec = parse_spec(
         {

@@ -42,6 +42,9 @@ def build_model_version(
     }
     if estimator.get("params") and estimator["params"] != TRUNCATED:
         lineage["estimator"]["params"] = estimator["params"]
+    search = search_lineage(result.get("search"))
+    if search:
+        lineage["search"] = search
     dataset = result.get("dataset") or {}
     if dataset.get("uri"):
         lineage["dataset"] = {key: dataset[key] for key in ("uri", "sha256") if dataset.get(key)}
@@ -98,6 +101,24 @@ def build_model_version(
             "annotations": annotations,
         },
         "spec": model_spec,
+    }
+
+
+SEARCH_LINEAGE_FIELDS = (
+    "strategy", "seed", "trials", "succeeded", "failed", "cvFolds", "bestTrial", "bestParams",
+    "bestMetric", "metricSpread",
+)  # fmt: skip
+
+
+def search_lineage(summary: Any) -> Manifest | None:
+    """The lineage of a search from the trainer's summary: what was searched and how
+    the trials spread (the trial list stays in the run's result.json)."""
+    if not isinstance(summary, dict) or "strategy" not in summary:
+        return None
+    return {
+        key: summary[key]
+        for key in SEARCH_LINEAGE_FIELDS
+        if summary.get(key) is not None and summary[key] != TRUNCATED
     }
 
 

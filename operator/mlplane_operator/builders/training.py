@@ -1,4 +1,5 @@
-"""The batch/v1 Job of one TrainingJob run (pure)."""
+"""The batch/v1 Jobs of one TrainingJob run (pure): the training Job, and before it,
+for a run with spec.search, the Indexed Job of the search trials."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ from mlplane_operator.builders.workloads import (
 from mlplane_operator.settings import OperatorSettings
 
 USER_ERROR_EXIT_CODE = 2  # mlplane-train: bad spec, data, estimator or parity; never retried
-TRAINER_SPEC_FIELDS = ("model", "dataset", "estimator", "validation", "output")
+TRAINER_SPEC_FIELDS = ("model", "dataset", "estimator", "validation", "output", "search")
+TRIALS_SUFFIX = "-trials"
+TRIAL_COMPONENT = "trial"
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,11 @@ class Run:
 
     def job_name(self, training_job: str) -> str:
         return f"{training_job}-{self.number}"
+
+
+def trials_job_name(run_name: str) -> str:
+    """The Indexed Job of a run's search trials (the run's own Job refits the best)."""
+    return f"{run_name}{TRIALS_SUFFIX}"
 
 
 def artifact_run_id(job_name: str, training_job_uid: str) -> str:
@@ -162,3 +170,47 @@ def build_training_job(
         labels.RUN_NUMBER: str(run.number),
     }
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
+
+
+def build_trials_job(
+    tj: TrainingJob,
+    body: Manifest,
+    run: Run,
+    settings: OperatorSettings,
+    feedback_log: str | None = None,
+) -> Manifest:
+    """The search trials of a run as one Indexed Job: completions = trials, at most
+    `parallelism` pods at once, spread over nodes; each pod runs `mlplane-train trial`,
+    whose trial is its completion index. Same image, data, storage and run id as the
+    run's training Job, which refits the best trial once this Job has finished."""
+    search = tj.spec.search
+    assert search is not None, "build_trials_job needs spec.search"
+    job = build_training_job(tj, body, run, settings, feedback_log)
+    run_name = job["metadata"]["name"]
+    job["metadata"]["name"] = trials_job_name(run_name)
+    template = job["spec"]["template"]
+    for meta in (job["metadata"], template["metadata"]):
+        meta["labels"] = {**meta["labels"], labels.COMPONENT: TRIAL_COMPONENT}
+    container = template["spec"]["containers"][0]
+    container["command"] = ["mlplane-train", "trial"]
+    template["spec"]["topologySpreadConstraints"] = [
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": {labels.RUN: run_name}},
+        }
+    ]
+    trials = search.trial_count()
+    spec = job["spec"]
+    del spec["backoffLimit"]  # per index instead: one trial's retries are its own
+    spec.update(
+        completionMode="Indexed",
+        completions=trials,
+        parallelism=min(search.parallelism, trials),
+        backoffLimitPerIndex=tj.spec.run_policy.backoff_limit,
+    )
+    # A trial records its own user errors and exits 0; an exit 2 (a spec it cannot
+    # read) fails that index at once, and the refit counts it as a failed trial.
+    spec["podFailurePolicy"]["rules"][0]["action"] = "FailIndex"
+    return job

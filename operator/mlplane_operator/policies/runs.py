@@ -8,7 +8,7 @@ one catch-up for times missed while the operator was down). Runs never overlap.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,6 +35,7 @@ class ObservedRun:
     completion_time: str | None
     suspended: bool
     failure: str | None  # the Job's reason and message when it failed
+    job: str = ""  # the Job that shows the run: its own, or (searching) its trials Job
 
 
 def observe_job(job: Manifest) -> ObservedRun:
@@ -61,7 +62,21 @@ def observe_job(job: Manifest) -> ObservedRun:
         or (conditions.get("Failed") or {}).get("lastTransitionTime"),
         suspended=bool(job.get("spec", {}).get("suspend")),
         failure=failure,
+        job=metadata["name"],
     )
+
+
+def searching(trials: ObservedRun, run_name: str) -> tuple[ObservedRun, bool]:
+    """A run whose trials Job exists and whose own Job does not yet, as the trials Job
+    shows it, and whether to create the run's Job now (to refit the best trial). Trials
+    that failed are recorded by the refit, so a trials Job that ends with failed indexes
+    refits too; one stopped by activeDeadlineSeconds fails the run."""
+    run = replace(trials, name=run_name)
+    if trials.outcome == SUCCEEDED:
+        return replace(run, outcome=RUNNING, completion_time=None), True
+    if trials.outcome == FAILED and "FailedIndexes" in (trials.failure or ""):
+        return replace(run, outcome=RUNNING, completion_time=None, failure=None), True
+    return run, False
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,23 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from mlplane_operator import conditions, kube, labels, metrics
 from mlplane_operator.api.v1alpha1 import InferenceService, MetricValue, TrainingJob, TrainingRun
-from mlplane_operator.api.v1alpha1.trainingjob import RunOutcome
+from mlplane_operator.api.v1alpha1.trainingjob import MAX_STATUS_TRIALS, RunOutcome
 from mlplane_operator.builders.quality import log_root
 from mlplane_operator.builders.registry import build_model_version
-from mlplane_operator.builders.training import Run, build_training_job, storage_uri
+from mlplane_operator.builders.training import (
+    TRIAL_COMPONENT,
+    Run,
+    build_training_job,
+    build_trials_job,
+    storage_uri,
+    trials_job_name,
+)
 from mlplane_operator.builders.workloads import build_storage_claim, claims_of
 from mlplane_operator.policies import images, versions
 from mlplane_operator.policies import runs as policy
@@ -52,26 +60,29 @@ def _reconcile(body: Manifest, settings: OperatorSettings) -> None:
         if any(ref.get("uid") == uid for ref in job["metadata"].get("ownerReferences") or [])
         and not job["metadata"].get("deletionTimestamp")  # superseded or collected
     ]
-    observed = sorted((policy.observe_job(job) for job in jobs), key=lambda r: r.number)
     history: dict[str, TrainingRun] = {run.name: run for run in tj.status.runs}
+    observed = _observe(tj, body, jobs, history, settings)
     _collect_recorded_jobs(tj, observed, now)
 
+    search = tj.status.search.to_json() if tj.status.search else None
     for run in observed:
         previous = history.get(run.name)
         if previous is not None and previous.outcome.value in RECORDED:
             continue  # recorded already
-        history[run.name] = _record(tj, body, run, previous, settings)
+        history[run.name], searched = _record(tj, body, run, previous, settings)
+        search = searched or search
     cancelled = _supersede_pending_runs(tj, body, observed, history, now)
     observed = [run for run in observed if run.name not in cancelled]
 
     active = [run for run in observed if run.outcome == policy.RUNNING]
     active_run = active[0].name if active else None
+    existing = {run.name for run in observed} | {run.job for run in observed}
     lost = [
         run
-        for run in policy.lost_runs(list(history.values()), {run.name for run in observed})
+        for run in policy.lost_runs(list(history.values()), existing)
         # The cache may not have a Job created a moment ago (by another replica, say):
         # only a Job the API server does not have either is lost.
-        if kube.get("Job", tj.namespace, run.name) is None
+        if kube.get("Job", tj.namespace, run.job or run.name) is None
     ]
     for lost_run in lost:
         history[lost_run.name] = _resume(tj, body, lost_run, settings)
@@ -79,7 +90,7 @@ def _reconcile(body: Manifest, settings: OperatorSettings) -> None:
     suspend = tj.spec.run_policy.suspend
     for run in active:
         if run.suspended != suspend:
-            kube.patch_merge("Job", tj.namespace, run.name, {"spec": {"suspend": suspend}})
+            kube.patch_merge("Job", tj.namespace, run.job, {"spec": {"suspend": suspend}})
 
     schedule_error = policy.invalid_schedule(tj.spec.schedule, now)
     spec_error = _spec_error(tj, schedule_error, settings)
@@ -107,8 +118,64 @@ def _reconcile(body: Manifest, settings: OperatorSettings) -> None:
             last_schedule = decision.schedule_time
 
     _write_status(
-        tj, body, list(history.values()), active_run, last_schedule, spec_error, now, settings
-    )
+        tj, body, list(history.values()), active_run, last_schedule, spec_error, now, settings,
+        search,
+    )  # fmt: skip
+
+
+def _observe(
+    tj: TrainingJob,
+    body: Manifest,
+    jobs: list[Manifest],
+    history: dict[str, TrainingRun],
+    settings: OperatorSettings,
+) -> list[policy.ObservedRun]:
+    """The runs as their Jobs show them. A searching run has a trials Job and, once its
+    trials are done, its own Job (created here) that refits the best trial; until then
+    the trials Job shows the run."""
+    trial_jobs = [job for job in jobs if _component(job) == TRIAL_COMPONENT]
+    observed = [policy.observe_job(job) for job in jobs if _component(job) != TRIAL_COMPONENT]
+    names = {run.name for run in observed}
+    for job in trial_jobs:
+        run_name = job["metadata"]["labels"].get(labels.RUN, "")
+        if run_name in names:
+            continue
+        trials = policy.observe_job(job)
+        previous = history.get(run_name)
+        if previous is not None and previous.outcome.value in RECORDED:
+            observed.append(replace(trials, name=run_name))  # for its ttlSecondsAfterFinished
+            continue
+        run, refit = policy.searching(trials, run_name)
+        if refit:
+            created = _start_refit(tj, body, job, run, settings)
+            run = policy.observe_job(created) if created is not None else run
+        observed.append(run)
+    return sorted(observed, key=lambda r: r.number)
+
+
+def _component(job: Manifest) -> str | None:
+    return (job["metadata"].get("labels") or {}).get(labels.COMPONENT)
+
+
+def _start_refit(
+    tj: TrainingJob,
+    body: Manifest,
+    trials: Manifest,
+    run: policy.ObservedRun,
+    settings: OperatorSettings,
+) -> Manifest | None:
+    """Create the run's own Job, which refits the best trial; it carries the trials
+    Job's schedule and retrain annotations, so the run answers what started it."""
+    job = build_training_job(tj, body, Run(run.number, run.trigger, run.generation), settings)
+    carried = (labels.RETRAIN_REQUEST, SCHEDULE_TIME)
+    annotations = trials["metadata"].get("annotations") or {}
+    job["metadata"]["annotations"].update({k: annotations[k] for k in carried if k in annotations})
+    created = kube.create(job)
+    if created is None:  # created by an earlier pass
+        return kube.get("Job", tj.namespace, run.name)
+    text = f"run {run.name}: the search trials finished; refitting the best"
+    kube.post_event(body, "Normal", "TrialsFinished", text)
+    return created
 
 
 def _spec_error(
@@ -167,7 +234,8 @@ def _start_run(
         [int(name.rsplit("-", 1)[-1]) for name in history if name.rsplit("-", 1)[-1].isdigit()],
     )
     run = Run(number=number, trigger=decision.trigger, generation=tj.metadata.get("generation", 1))
-    job = build_training_job(tj, body, run, settings, _feedback_log(tj, body, run, settings))
+    build = build_trials_job if tj.spec.search else build_training_job
+    job = build(tj, body, run, settings, _feedback_log(tj, body, run, settings))
     _ensure_default_storage(tj, settings)
     annotations = job["metadata"]["annotations"]
     if decision.retrain_request:
@@ -175,7 +243,7 @@ def _start_run(
     if decision.schedule_time is not None:
         annotations[SCHEDULE_TIME] = decision.schedule_time.isoformat()
     record = TrainingRun(
-        name=job["metadata"]["name"],
+        name=run.job_name(tj.name),
         job=job["metadata"]["name"],
         trigger=decision.trigger,
         generation=run.generation,
@@ -193,7 +261,7 @@ def _start_run(
     if created is not None:
         metrics.RUNS.labels(event="started").inc()
         kube.post_event(body, "Normal", "RunStarted",
-                        f"run {job['metadata']['name']} started ({decision.trigger})")  # fmt: skip
+                        f"run {record.name} started ({decision.trigger})")  # fmt: skip
     if decision.retrain_request:
         # The request is answered: consume it, so it cannot start a second run.
         consumed = kube.patch_merge(
@@ -218,11 +286,12 @@ def _supersede_pending_runs(
     for run in observed:
         if run.outcome != policy.RUNNING or not 0 < run.generation < generation:
             continue
-        pods = kube.cached_list("Pod", tj.namespace, {"batch.kubernetes.io/job-name": run.name})
+        pods = kube.cached_list("Pod", tj.namespace, {"batch.kubernetes.io/job-name": run.job})
         phases = [(pod.get("status") or {}).get("phase", "Pending") for pod in pods]
         if not policy.superseded(run, generation, phases):
             continue
-        kube.delete("Job", tj.namespace, run.name)
+        for name in {run.job, run.name, trials_job_name(run.name)}:  # a search has two
+            kube.delete("Job", tj.namespace, name)
         record = history[run.name]
         record.outcome, record.completion_time = RunOutcome.CANCELLED, now
         record.message = f"superseded by generation {generation} before it started"
@@ -242,7 +311,8 @@ def _collect_recorded_jobs(
     for run in observed:
         stored = recorded.get(run.name)
         if stored and policy.collectable(stored.outcome.value, stored.completion_time, ttl, now):
-            kube.delete("Job", tj.namespace, run.name)
+            for name in {run.job, run.name, trials_job_name(run.name)}:  # a search has two
+                kube.delete("Job", tj.namespace, name)
 
 
 def _resume(
@@ -257,9 +327,9 @@ def _resume(
         return run
     trigger = run.trigger.value if run.trigger else "Spec"
     resumed = Run(int(number), trigger, run.generation or tj.metadata.get("generation", 1))
-    job = build_training_job(
-        tj, body, resumed, settings, _feedback_log(tj, body, resumed, settings)
-    )
+    # A search starts again at its trials: those that published report it at once.
+    build = build_trials_job if tj.spec.search else build_training_job
+    job = build(tj, body, resumed, settings, _feedback_log(tj, body, resumed, settings))
     job["metadata"]["annotations"][RESUMED] = "true"
     if kube.create(job) is not None:
         text = (
@@ -314,11 +384,12 @@ def _record(
     run: policy.ObservedRun,
     previous: TrainingRun | None,
     settings: OperatorSettings,
-) -> TrainingRun:
-    """The history entry of a run; registers the version of a run that just succeeded."""
+) -> tuple[TrainingRun, Manifest | None]:
+    """The history entry of a run, and status.search when it registered a search; registers
+    the version of a run that just succeeded."""
     record = TrainingRun(
         name=run.name,
-        job=run.name,
+        job=run.job or run.name,
         trigger=run.trigger,
         generation=run.generation or None,
         start_time=run.start_time,
@@ -326,8 +397,8 @@ def _record(
         outcome=run.outcome,
     )
     if run.outcome == policy.RUNNING:
-        return record
-    pod = _run_pod(tj.namespace, run.name, succeeded=run.outcome == policy.SUCCEEDED)
+        return record, None
+    pod = _run_pod(tj.namespace, record.job or run.name, succeeded=run.outcome == policy.SUCCEEDED)
     message = policy.trainer_message(pod)
     if run.outcome == policy.SUCCEEDED and pod is None:
         # The pod with the result is gone (pod garbage collection, a node lost): delete
@@ -336,7 +407,7 @@ def _record(
         kube.delete("Job", tj.namespace, run.name)
         record.outcome = RunOutcome.RUNNING
         record.message = "the trainer's pod is gone; reading the run's result again"
-        return record
+        return record, None
     if run.outcome == policy.SUCCEEDED:
         if not message or "artifact" not in message:
             record.outcome = RunOutcome.FAILED
@@ -346,7 +417,7 @@ def _record(
                 version = _register(tj, run.name, message, settings)
             except kube.Rejected as error:
                 text = f"the API server rejected its ModelVersion: {error}"
-                return _failed(body, record, "RegistrationRejected", text)
+                return _failed(body, record, "RegistrationRejected", text), None
             record.version = version
             record.metric = _headline(tj, message.get("metrics") or {})
             record.message = f"registered {tj.spec.model}-v{version}"
@@ -354,11 +425,33 @@ def _record(
             kube.post_event(
                 body, "Normal", "VersionRegistered", f"run {run.name}: {record.message}"
             )
-            return record
+            return record, search_status(run.name, message.get("search"))
     oom_limit = policy.oom_killed_limit(pod)
     text, user_error = policy.failure_message(run.failure, message, oom_limit)
     reason = "OOMKilled" if oom_limit else "UserError" if user_error else "RunFailed"
-    return _failed(body, record, reason, text)
+    return _failed(body, record, reason, text), None
+
+
+def search_status(run: str, summary: Any) -> Manifest | None:
+    """status.search from the search summary in a registered run's result."""
+    if not isinstance(summary, dict) or "bestParams" not in summary:
+        return None
+    trials = summary.get("trialResults")
+    status: Manifest = {
+        "run": run,
+        "strategy": summary.get("strategy"),
+        "totalTrials": summary.get("trials"),
+        "succeeded": summary.get("succeeded"),
+        "failed": summary.get("failed"),
+        "trials": [
+            {**t, "message": str(t["message"])[:256]} if "message" in t else t
+            for t in (trials if isinstance(trials, list) else [])[:MAX_STATUS_TRIALS]
+        ],
+        "bestTrial": summary.get("bestTrial"),
+        "bestParams": summary["bestParams"],
+        "bestMetric": summary.get("bestMetric"),
+    }
+    return {key: value for key, value in status.items() if value is not None}
 
 
 def _failed(body: Manifest, record: TrainingRun, reason: str, text: str) -> TrainingRun:
@@ -454,6 +547,7 @@ def _write_status(
     spec_error: tuple[str, str] | None,
     now: datetime,
     settings: OperatorSettings,
+    search: Manifest | None,
 ) -> None:
     runs = sorted(runs, key=lambda r: (r.start_time or now, r.name))[-settings.run_history_limit :]
     finished = [r for r in runs if r.outcome.value in (policy.SUCCEEDED, policy.FAILED)]
@@ -489,6 +583,8 @@ def _write_status(
             [c.to_json() for c in tj.status.conditions], observed, generation
         ),
     }
+    if search is not None:
+        status["search"] = search
     status["nextScheduleTime"] = None
     if tj.spec.schedule and not policy.invalid_schedule(tj.spec.schedule, now):
         _, upcoming = policy.schedule_due(tj.spec.schedule, last_schedule, now)

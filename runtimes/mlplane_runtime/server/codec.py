@@ -20,6 +20,7 @@ from mlplane_runtime.server.model import OIP_TO_NUMPY
 
 MAX_RANK = 8
 MAX_ELEMENTS = 1 << 24  # per tensor; the body limit usually binds first
+DATATYPES = (*OIP_TO_NUMPY, "BYTES")  # BYTES: strings, as a model's categorical inputs
 
 Array = npt.NDArray[Any]
 
@@ -86,6 +87,9 @@ def _from_json(data: Any, datatype: str, shape: tuple[int, ...], where: str) -> 
 def from_binary(
     chunk: memoryview | bytes, datatype: str, shape: tuple[int, ...], where: str
 ) -> Array:
+    """A tensor from its raw bytes (the binary extension, or gRPC's raw_input_contents)."""
+    if datatype == "BYTES":
+        return _strings_from_binary(memoryview(chunk), shape, where)
     dtype = np.dtype(OIP_TO_NUMPY[datatype])
     expected = math.prod(shape) * dtype.itemsize
     if len(chunk) != expected:
@@ -94,6 +98,48 @@ def from_binary(
             f"needs {expected}"
         )
     return np.frombuffer(chunk, dtype=dtype).reshape(shape)
+
+
+def _strings_from_json(data: Any, shape: tuple[int, ...], where: str) -> Array:
+    """BYTES as JSON: a flat or nested list of strings."""
+    if not isinstance(data, list):
+        raise RequestError(f"{where}.data must be a list of strings (BYTES)")
+    try:
+        array = np.asarray(data, dtype=object)
+    except (ValueError, RecursionError) as exc:
+        raise RequestError(f"{where}.data is not a rectangular array of strings: {exc}") from exc
+    if not all(type(value) is str for value in array.ravel()):
+        raise RequestError(f"{where}.data does not hold BYTES values (JSON strings)")
+    if array.size != math.prod(shape):
+        raise RequestError(
+            f"{where}.data has {array.size} elements but shape {list(shape)} needs "
+            f"{math.prod(shape)}"
+        )
+    return array.reshape(shape)
+
+
+def _strings_from_binary(chunk: memoryview, shape: tuple[int, ...], where: str) -> Array:
+    """BYTES in the binary extension: each element a 4-byte little-endian length, then
+    that many bytes (UTF-8 here: the model's string inputs are text)."""
+    count, offset = math.prod(shape), 0
+    items: list[str] = []
+    for _ in range(count):
+        if offset + 4 > len(chunk):
+            raise RequestError(f"{where}: binary BYTES data ends before element {len(items)}")
+        (length,) = struct.unpack_from("<I", chunk, offset)
+        offset += 4
+        if offset + length > len(chunk):
+            raise RequestError(f"{where}: binary BYTES element {len(items)} runs past its data")
+        try:
+            items.append(str(chunk[offset : offset + length], "utf-8"))
+        except UnicodeDecodeError as exc:
+            raise RequestError(f"{where}: BYTES element {len(items)} is not UTF-8: {exc}") from exc
+        offset += length
+    if offset != len(chunk):
+        raise RequestError(
+            f"{where}: binary BYTES data has {len(chunk) - offset} bytes past its {count} elements"
+        )
+    return np.asarray(items, dtype=object).reshape(shape)
 
 
 def decode_v2(body: bytes, json_length: int | None) -> InferenceRequest:
@@ -124,10 +170,9 @@ def decode_v2(body: bytes, json_length: int | None) -> InferenceRequest:
         if name in inputs:
             raise RequestError(f"{where} is given twice")
         datatype = tensor.get("datatype")
-        if not isinstance(datatype, str) or datatype not in OIP_TO_NUMPY:
+        if not isinstance(datatype, str) or datatype not in DATATYPES:
             raise RequestError(
-                f"{where}: datatype {datatype!r} is not supported; "
-                f"allowed: {', '.join(OIP_TO_NUMPY)}"
+                f"{where}: datatype {datatype!r} is not supported; allowed: {', '.join(DATATYPES)}"
             )
         shape = parse_shape(tensor.get("shape"), where)
         rows = max(rows, shape[0] if shape else 1)
@@ -141,7 +186,11 @@ def decode_v2(body: bytes, json_length: int | None) -> InferenceRequest:
             inputs[name] = from_binary(binary[offset : offset + size], datatype, shape, where)
             offset += size
         elif "data" in tensor:
-            inputs[name] = _from_json(tensor["data"], datatype, shape, where)
+            inputs[name] = (
+                _strings_from_json(tensor["data"], shape, where)
+                if datatype == "BYTES"
+                else _from_json(tensor["data"], datatype, shape, where)
+            )
         else:
             raise RequestError(f"{where} has no 'data'")
         datatypes[name] = datatype

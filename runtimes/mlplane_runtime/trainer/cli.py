@@ -3,11 +3,16 @@
 Usage::
 
     mlplane-train --spec spec.yaml --model iris --run run-1 --output pvc://models
+    mlplane-train trial [--index I] --spec spec.yaml --model iris --run run-1 --output ...
     mlplane-train verify --artifact-uri URI --sha256 HEX [--signature JSON]
     mlplane-train evaluate --log-uri ROOT --metric M --window-seconds S [--window-end T]
 
 ``evaluate`` joins the prediction log under ROOT with its feedback per version over the
 window ending at T (epoch seconds, default now) and reports the metric per version.
+
+With ``spec.search``, ``trial`` fits and scores the search's trial I (default: the
+Indexed Job's ``JOB_COMPLETION_INDEX``) and publishes its result; the plain command then
+refits the best trial of the run and publishes it as the run's model.
 
 The spec comes from ``--spec`` (a JSON or YAML file) or the env var
 ``MLPLANE_TRAINING_SPEC`` (JSON); ``--model``, ``--run`` and ``--output`` default to
@@ -42,10 +47,20 @@ from mlplane_runtime.quality.evaluate import METRICS, evaluate
 from mlplane_runtime.termination import write_result
 from mlplane_runtime.trainer.spec import TrainingSpec, load_spec_file, load_spec_text
 from mlplane_runtime.trainer.train import RunIdentity, train
+from mlplane_runtime.trainer.trials import refit, run_trial
 
 
-def _train_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="mlplane-train", description="Train, convert and publish.")
+def _train_parser(trial: bool = False) -> ArgumentParser:
+    if trial:
+        parser = ArgumentParser(prog="mlplane-train trial", description="Run one search trial.")
+        parser.add_argument(
+            "--index",
+            type=int,
+            default=env_default("JOB_COMPLETION_INDEX") or None,
+            help="the trial index (default: the Indexed Job's JOB_COMPLETION_INDEX)",
+        )
+    else:
+        parser = ArgumentParser(prog="mlplane-train", description="Train, convert and publish.")
     parser.add_argument("--spec", help="TrainingJob spec file (JSON or YAML)")
     parser.add_argument("--model", default=env_default("MLPLANE_MODEL"))
     parser.add_argument("--run", default=env_default("MLPLANE_RUN"), help="run id")
@@ -88,21 +103,36 @@ def _spec(path: str | None) -> TrainingSpec:
     return load_spec_text(text, "MLPLANE_TRAINING_SPEC")
 
 
-def train_command(argv: list[str]) -> int:
-    args = _train_parser().parse_args(argv)
-    spec = _spec(args.spec)
+def _identity(args: Any, spec: TrainingSpec) -> RunIdentity:
     output = args.output or spec.storage_uri
     if not output:
         raise UserError(
             "no output location: pass --output, set MLPLANE_OUTPUT_URI or spec.output.storageUri"
         )
-    identity = RunIdentity(
+    return RunIdentity(
         model=args.model or spec.model,
         run=args.run or time.strftime("run-%Y%m%d-%H%M%S", time.gmtime()),
         output_uri=output,
         feedback_log_uri=args.feedback_log_uri or "",
     )
-    write_result(train(spec, identity))
+
+
+def train_command(argv: list[str]) -> int:
+    args = _train_parser().parse_args(argv)
+    spec = _spec(args.spec)
+    identity = _identity(args, spec)
+    write_result(refit(spec, identity) if spec.search else train(spec, identity))
+    return 0
+
+
+def trial_command(argv: list[str]) -> int:
+    args = _train_parser(trial=True).parse_args(argv)
+    spec = _spec(args.spec)
+    if args.index is None:
+        raise UserError("no trial index: pass --index or set JOB_COMPLETION_INDEX")
+    if not args.run:
+        raise UserError("a trial needs the run id of its search: pass --run or set MLPLANE_RUN")
+    write_result(run_trial(spec, _identity(args, spec), int(args.index)))
     return 0
 
 
@@ -140,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(run_main(lambda: verify_command(args[1:])))
     if args[:1] == ["evaluate"]:
         return int(run_main(lambda: evaluate_command(args[1:])))
+
+    if args[:1] == ["trial"]:
+        return int(run_main(lambda: trial_command(args[1:])))
     return int(run_main(lambda: train_command(args)))
 
 

@@ -13,9 +13,11 @@ from typing import Any
 import yaml
 
 from mlplane_runtime.errors import UserError
+from mlplane_runtime.trainer.search import SearchSpec, parse_search
 
 BUILTIN_DATASETS = ("iris", "wine", "breast_cancer", "diabetes", "digits")
 FORMATS = ("csv", "parquet")
+ENCODERS = ("OneHotEncoder", "OrdinalEncoder")
 
 
 @dataclass(frozen=True)
@@ -37,10 +39,20 @@ class DatasetSpec:
 
 
 @dataclass(frozen=True)
+class CategoricalSpec:
+    """String columns encoded before the estimator; the model takes every column as a
+    named input (strings as BYTES), so a client sends rows as they are in the data."""
+
+    encoder: str
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class EstimatorSpec:
     class_name: str
     params: dict[str, Any] = field(default_factory=dict)
     preprocessing: tuple[str, ...] = ()
+    categorical: CategoricalSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,7 @@ class TrainingSpec:
     estimator: EstimatorSpec
     validation: ValidationSpec
     storage_uri: str = ""
+    search: SearchSpec | None = None
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
@@ -114,6 +127,24 @@ def _feedback(value: Any) -> FeedbackSpec | None:
     return FeedbackSpec(inference_service=name, window_seconds=window)
 
 
+def _categorical(raw: Any) -> CategoricalSpec | None:
+    if raw is None:
+        return None
+    raw = _mapping(raw, "spec.estimator.categorical")
+    encoder = raw.get("encoder") or "OneHotEncoder"
+    if encoder not in ENCODERS:
+        raise UserError(
+            f"spec.estimator.categorical.encoder {encoder!r} is unknown; "
+            f"allowed: {', '.join(ENCODERS)}"
+        )
+    columns = _string_list(raw.get("columns"), "spec.estimator.categorical.columns")
+    if not columns:
+        raise UserError("spec.estimator.categorical.columns must name at least one column")
+    if len(set(columns)) != len(columns):
+        raise UserError("spec.estimator.categorical.columns names a column twice")
+    return CategoricalSpec(encoder=encoder, columns=columns)
+
+
 def _estimator(raw: dict[str, Any]) -> EstimatorSpec:
     class_name = raw.get("class")
     if not class_name or not isinstance(class_name, str):
@@ -122,6 +153,7 @@ def _estimator(raw: dict[str, Any]) -> EstimatorSpec:
         class_name=class_name,
         params=_mapping(raw.get("params"), "spec.estimator.params"),
         preprocessing=_string_list(raw.get("preprocessing"), "spec.estimator.preprocessing"),
+        categorical=_categorical(raw.get("categorical")),
     )
 
 
@@ -147,12 +179,20 @@ def parse_spec(raw: Any) -> TrainingSpec:
     if not model or not isinstance(model, str):
         raise UserError("spec.model is required")
     output = _mapping(raw.get("output"), "spec.output")
+    dataset = _dataset(_mapping(raw.get("dataset"), "spec.dataset"))
+    estimator = _estimator(_mapping(raw.get("estimator"), "spec.estimator"))
+    if estimator.categorical and dataset.builtin:
+        raise UserError(
+            "spec.estimator.categorical needs a csv/parquet dataset (spec.dataset.uri); "
+            "the builtin datasets have numeric columns only"
+        )
     return TrainingSpec(
         model=model,
-        dataset=_dataset(_mapping(raw.get("dataset"), "spec.dataset")),
-        estimator=_estimator(_mapping(raw.get("estimator"), "spec.estimator")),
+        dataset=dataset,
+        estimator=estimator,
         validation=_validation(_mapping(raw.get("validation"), "spec.validation")),
         storage_uri=str(output.get("storageUri") or ""),
+        search=parse_search(raw.get("search")),
     )
 
 

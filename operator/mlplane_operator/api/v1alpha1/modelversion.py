@@ -131,6 +131,51 @@ class EstimatorLineage(KubeModel):
     """Its constructor parameters."""
 
 
+class MetricSpread(KubeModel):
+    """How the objective spread over the search's successful trials."""
+
+    min: float
+    """The lowest trial metric."""
+    max: float
+    """The highest trial metric."""
+    mean: float
+    """The mean trial metric."""
+
+
+class SearchMetric(KubeModel):
+    """A named validation metric and its value."""
+
+    name: Annotated[str, StringConstraints(max_length=64)]
+    """The metric, e.g. accuracy."""
+    value: float
+    """Its value on the validation folds."""
+
+
+class SearchLineage(KubeModel):
+    """The hyperparameter search whose best trial this version is."""
+
+    strategy: Annotated[str, StringConstraints(max_length=16)]
+    """grid or random."""
+    seed: int | None = None
+    """The random strategy's seed."""
+    trials: int
+    """How many trials ran."""
+    succeeded: int | None = None
+    """How many succeeded."""
+    failed: int | None = None
+    """How many failed."""
+    cv_folds: int | None = None
+    """The folds each trial was scored on (none: one validation split)."""
+    best_trial: int | None = None
+    """The index of the best trial."""
+    best_params: dict[str, Any] | None = None
+    """The best trial's parameters, refit into this version."""
+    best_metric: SearchMetric | None = None
+    """The best trial's objective."""
+    metric_spread: MetricSpread | None = None
+    """The objective's spread over the successful trials."""
+
+
 class Lineage(KubeModel):
     """Where the model came from."""
 
@@ -147,6 +192,8 @@ class Lineage(KubeModel):
     """The estimator class and its parameters."""
     image: Annotated[str, StringConstraints(max_length=512)] | None = None
     """The trainer image."""
+    search: SearchLineage | None = None
+    """The hyperparameter search the version won, when its run searched."""
 
 
 class Baseline(KubeModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from enum import StrEnum
@@ -44,6 +45,10 @@ NEVER_FIRES = (
 )
 LOWER_IS_BETTER = frozenset({"rmse", "mae"})
 MAX_RUN_HISTORY = 50  # status.runs maxItems; the operator's run history limit stays below
+MAX_TRIALS = 100  # spec.search.maxTrials; the trainer has the same bound
+DEFAULT_RANDOM_TRIALS = 10
+MAX_STATUS_TRIALS = 20  # status.search.trials: the trainer reports at most this many
+PARAMETER_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class BuiltinDataset(StrEnum):
@@ -98,6 +103,36 @@ class FeedbackData(KubeModel):
     window_seconds: Annotated[int, Field(ge=60, le=90 * 86400)] = 7 * 86400
     """The rows of the last windowSeconds before the run starts (predictions logged and
     feedback received in it); default 7 days, at most 90."""
+
+
+class CategoricalEncoder(StrEnum):
+    """How categorical columns are encoded: OneHotEncoder (one 0/1 column per category;
+    unseen categories encode as all zeros) or OrdinalEncoder (one integer per category;
+    unseen: -1)."""
+
+    ONE_HOT = "OneHotEncoder"
+    ORDINAL = "OrdinalEncoder"
+
+
+class Categorical(KubeModel):
+    """String columns of a csv/parquet dataset, encoded before the estimator. The model
+    then takes every feature column as its own named input ([-1, 1]; BYTES for these
+    columns, FP32 for the others), so clients send rows as they are in the data."""
+
+    rules = (
+        Rule(
+            cel="self.columns.all(c, self.columns.exists_one(d, d == c))",
+            message="spec.estimator.categorical.columns must not name a column twice",
+            check=lambda c: len(set(c.columns)) == len(c.columns),
+            field_path=".columns",
+            reason="FieldValueDuplicate",
+        ),
+    )
+
+    encoder: CategoricalEncoder = CategoricalEncoder.ONE_HOT
+    """OneHotEncoder (default) or OrdinalEncoder."""
+    columns: Annotated[list[ColumnName], Field(min_length=1, max_length=256)]
+    """The feature columns that hold categories (strings)."""
 
 
 class Dataset(KubeModel):
@@ -172,7 +207,158 @@ class Estimator(KubeModel):
     """Constructor parameters for the estimator, passed as given (e.g. n_estimators: 100)."""
     preprocessing: Annotated[list[Preprocessor], Field(max_length=8)] | None = None
     """Preprocessing steps applied in order before the estimator: StandardScaler,
-    MinMaxScaler."""
+    MinMaxScaler. With `categorical`, they apply to the other (numeric) columns."""
+    categorical: Categorical | None = None
+    """Columns that hold categories (strings), encoded with OneHotEncoder or
+    OrdinalEncoder; needs a csv/parquet dataset (spec.dataset.uri)."""
+
+
+class SearchStrategy(StrEnum):
+    """grid: every combination of the value lists, in order; random: each parameter
+    drawn independently per trial from a generator seeded by (seed, trial index)."""
+
+    GRID = "grid"
+    RANDOM = "random"
+
+
+class Scale(StrEnum):
+    """How a range is sampled: linear (uniform) or log (uniform in the logarithm)."""
+
+    LINEAR = "linear"
+    LOG = "log"
+
+
+class ParameterType(StrEnum):
+    """The type of the values drawn from a range: float or int."""
+
+    FLOAT = "float"
+    INT = "int"
+
+
+class ParameterSpace(KubeModel):
+    """The values one estimator parameter takes: a list (`values`), or a range (`min`,
+    `max`, with `scale` and `type`). (`values` holds any JSON values, which CEL cannot
+    type, so "exactly one of values or min/max" is checked by the trainer, which fails
+    the run naming the parameter.)"""
+
+    rules = (
+        Rule(
+            cel="has(self.min) == has(self.max)",
+            message="spec.search.parameters: a range needs both min and max",
+            check=lambda p: (p.min is None) == (p.max is None),
+            field_path=".max",
+            reason="FieldValueRequired",
+        ),
+        Rule(
+            cel="!has(self.min) || !has(self.max) || self.min < self.max",
+            message="spec.search.parameters: a range's min must be less than its max",
+            check=lambda p: p.min is None or p.max is None or p.min < p.max,
+            field_path=".min",
+        ),
+        Rule(
+            cel="!has(self.scale) || self.scale != 'log' || !has(self.min) || self.min > 0.0",
+            message="spec.search.parameters: a log scale needs min > 0",
+            check=lambda p: p.scale != Scale.LOG or p.min is None or p.min > 0,
+            field_path=".min",
+        ),
+        Rule(
+            cel="has(self.min) || (!has(self.scale) && !has(self.type))",
+            message="spec.search.parameters: scale and type apply to a range (min/max), "
+            "not to values",
+            check=lambda p: p.min is not None or (p.scale is None and p.type is None),
+            reason="FieldValueForbidden",
+        ),
+    )
+
+    values: (
+        Annotated[
+            list[Any],
+            Field(
+                min_length=1,
+                max_length=64,
+                json_schema_extra={"items": {"x-kubernetes-preserve-unknown-fields": True}},
+            ),
+        ]
+        | None
+    ) = None
+    """The values to try (numbers, strings, booleans), in order for the grid strategy."""
+    min: float | None = None
+    """The range's lower bound."""
+    max: float | None = None
+    """The range's upper bound (inclusive for int)."""
+    scale: Scale | None = None
+    """linear (default) or log (min must be > 0)."""
+    type: ParameterType | None = None
+    """float (default) or int."""
+
+
+class Goal(StrEnum):
+    """Whether a higher (maximize) or lower (minimize) metric is better."""
+
+    MAXIMIZE = "maximize"
+    MINIMIZE = "minimize"
+
+
+class Objective(KubeModel):
+    """The validation metric trials are compared on."""
+
+    metric: Metric
+    """The metric, computed on validation folds of the training rows (never on the
+    hold-out set, which scores the refit model)."""
+    goal: Goal | None = None
+    """maximize or minimize. Default: minimize for rmse and mae, maximize otherwise."""
+
+
+class Search(KubeModel):
+    """A hyperparameter search: trials run as one Indexed Job (parallelism pods at a
+    time, spread over nodes); each trial knows its parameters from its index. The best
+    trial is refit on the training rows and registered; failed trials are recorded."""
+
+    rules = (
+        Rule(
+            cel="!has(self.strategy) || self.strategy != 'grid' || "
+            "self.parameters.all(k, !has(self.parameters[k].min) && !has(self.parameters[k].max))",
+            message="spec.search.strategy grid needs a list of values for every parameter; "
+            "use strategy random for ranges",
+            check=lambda s: (
+                s.strategy != SearchStrategy.GRID
+                or all(p.values is not None for p in s.parameters.values())
+            ),
+            field_path=".parameters",
+        ),
+        Rule(
+            cel="self.parameters.all(k, k.matches(" + repr(PARAMETER_NAME) + "))",
+            message="spec.search.parameters: each key must be an estimator parameter name "
+            "(letters, digits and _, e.g. max_depth)",
+            check=lambda s: all(re.match(PARAMETER_NAME, k) for k in s.parameters),
+            field_path=".parameters",
+        ),
+    )
+
+    parameters: Annotated[dict[str, ParameterSpace], Field(min_length=1, max_length=32)]
+    """Per estimator parameter, the values to try: {values: [...]} or {min, max, scale,
+    type}. A trial's parameters go on top of spec.estimator.params."""
+    strategy: SearchStrategy = SearchStrategy.RANDOM
+    """grid or random (default)."""
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
+    """The seed of the random strategy: the same seed gives the same trials."""
+    max_trials: Annotated[int, Field(ge=1, le=MAX_TRIALS)] | None = None
+    """How many trials run (1 to 100). Default: the grid's size, or 10 for random. A
+    grid larger than this runs its first maxTrials combinations."""
+    parallelism: Annotated[int, Field(ge=1, le=32)] = 1
+    """How many trials run at once."""
+    cv_folds: Annotated[int, Field(ge=2, le=10)] | None = None
+    """Score each trial by k-fold cross-validation on the training rows. Default: one
+    validation split of the training rows (validation.testSize of them)."""
+    objective: Objective
+    """The metric trials are compared on, and whether to maximize or minimize it."""
+
+    def trial_count(self) -> int:
+        """How many trials run (the trainer computes the same)."""
+        if self.strategy == SearchStrategy.GRID:
+            size = math.prod(len(p.values or ()) for p in self.parameters.values())
+            return min(self.max_trials or size, size)
+        return self.max_trials or DEFAULT_RANDOM_TRIALS
 
 
 class Validation(KubeModel):
@@ -305,6 +491,9 @@ class TrainingJobSpec(KubeModel):
     )
     """How the model is evaluated: the hold-out fraction (testSize), the split seed and
     the metrics to compute."""
+    search: Search | None = None
+    """A hyperparameter search: the trials run first (one Indexed Job), then the best
+    trial's parameters are refit and registered as the run's version."""
     output: Output | None = None
     """Where the run writes model.onnx, metrics.json and profile.json. Default: the
     operator's configured storage."""
@@ -406,6 +595,44 @@ class TrainingRun(StatusModel):
     """Why the run ended this way, for a person."""
 
 
+class TrialRecord(StatusModel):
+    """One search trial: its parameters and how it scored."""
+
+    index: int
+    """The trial index (the Indexed Job's completion index)."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """The trial's estimator parameters."""
+    outcome: str
+    """Succeeded or Failed."""
+    metric: float | None = None
+    """The objective on the validation folds."""
+    message: ShortText | None = None
+    """Why the trial failed."""
+
+
+class SearchStatus(StatusModel):
+    """The newest registered search: its best trial and a bounded list of trials."""
+
+    run: str
+    """The run that searched."""
+    strategy: str | None = None
+    """grid or random."""
+    total_trials: int | None = None
+    """How many trials ran."""
+    succeeded: int | None = None
+    """How many trials succeeded."""
+    failed: int | None = None
+    """How many trials failed (recorded, not fatal)."""
+    trials: list[TrialRecord] = Field(default_factory=list, max_length=MAX_STATUS_TRIALS)
+    """Up to 20 trials, by index: the failed ones (up to 5) and the best."""
+    best_trial: int | None = None
+    """The index of the best trial."""
+    best_params: dict[str, Any] | None = None
+    """The best trial's parameters (what the registered version was refit with)."""
+    best_metric: MetricValue | None = None
+    """The best trial's objective on the validation folds."""
+
+
 class TrainingJobStatus(StatusBase):
     """The observed state of the TrainingJob."""
 
@@ -423,6 +650,8 @@ class TrainingJobStatus(StatusBase):
     """When the schedule last started a run."""
     next_schedule_time: datetime | None = None
     """When the schedule starts the next run."""
+    search: SearchStatus | None = None
+    """The newest registered run's hyperparameter search."""
 
 
 class TrainingJob(CustomResource):
@@ -439,6 +668,9 @@ class TrainingJob(CustomResource):
             PrinterColumn("Last Version", ".status.lastVersion", "integer", "The newest version."),
             PrinterColumn("Metric", ".status.lastMetric.name", "string", "Headline metric."),
             PrinterColumn("Score", ".status.lastMetric.value", "number", "Its value."),
+            PrinterColumn(
+                "Best Trial", ".status.search.bestMetric.value", "number", "Best search trial."
+            ),
             PrinterColumn("Schedule", ".spec.schedule", "string", "Cron schedule.", priority=1),
             PrinterColumn("Active Run", ".status.activeRun", "string", "Run in progress.", 1),
             PrinterColumn("Age", ".metadata.creationTimestamp", "date", "Time since creation."),
