@@ -15,6 +15,7 @@ import onnxruntime as ort
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton
 
 from mlplane_runtime.errors import UserError
@@ -275,6 +276,34 @@ def test_tritonclient_sends_binary_bytes_tensors(
     session = ort.InferenceSession(churn_model.model_path.read_bytes())
     np.testing.assert_array_equal(result.as_numpy("label"), session.run(["label"], feeds)[0])
     client.close()
+
+
+def test_tritonclient_grpc_sends_bytes_tensors_too(
+    churn_model: TrainedModel, tmp_path: Path
+) -> None:
+    rows = _rows(write_categorical_csv(tmp_path / "fresh.csv", rows=7, seed=5))
+    feeds = categorical_feeds(rows)
+    port, grpc_port = free_port(), free_port()
+    server = start(
+        serve_args(churn_model, port, f"--grpc-port={grpc_port}"),
+        tmp_path / "server.log",
+        "/v2/health/ready",
+        port,
+    )
+    try:
+        client = triton_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        tensors = []
+        for name, array in feeds.items():
+            datatype = "BYTES" if array.dtype == object else "FP32"
+            tensor = triton_grpc.InferInput(name, list(array.shape), datatype)
+            tensor.set_data_from_numpy(array)
+            tensors.append(tensor)
+        result = client.infer("churn", tensors)
+        session = ort.InferenceSession(churn_model.model_path.read_bytes())
+        np.testing.assert_array_equal(result.as_numpy("label"), session.run(["label"], feeds)[0])
+        client.close()
+    finally:
+        assert stop(server) == 0
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ from google.protobuf.message import Message
 from mlplane_runtime.httpserver import OFFLOAD_THREADS, RequestError
 from mlplane_runtime.server import metrics
 from mlplane_runtime.server.codec import (
+    DATATYPES,
     Array,
     InferenceRequest,
     RequestedOutput,
@@ -94,10 +95,10 @@ def decode_request(message: pb.ModelInferRequest) -> InferenceRequest:
         where = f"input {tensor.name!r}"
         if tensor.name in inputs:
             raise RequestError(f"{where} is given twice")
-        if tensor.datatype not in OIP_TO_NUMPY:
+        if tensor.datatype not in DATATYPES:
             raise RequestError(
                 f"{where}: datatype {tensor.datatype!r} is not supported; "
-                f"allowed: {', '.join(OIP_TO_NUMPY)}"
+                f"allowed: {', '.join(DATATYPES)}"
             )
         shape = parse_shape(list(tensor.shape), where)
         rows = max(rows, shape[0] if shape else 1)
@@ -119,9 +120,26 @@ def decode_request(message: pb.ModelInferRequest) -> InferenceRequest:
     )
 
 
+def _strings_from_contents(values: list[bytes], shape: tuple[int, ...], where: str) -> Array:
+    """BYTES as contents.bytes_contents: one UTF-8 string per element."""
+    expected = int(np.prod(shape))
+    if len(values) != expected:
+        raise RequestError(
+            f"{where}: contents.bytes_contents has {len(values)} elements but shape "
+            f"{list(shape)} needs {expected}"
+        )
+    try:
+        strings = [value.decode("utf-8") for value in values]
+    except UnicodeDecodeError as exc:
+        raise RequestError(f"{where}: a BYTES element is not UTF-8: {exc}") from exc
+    return np.array(strings, dtype=object).reshape(shape)
+
+
 def _from_contents(
     tensor: pb.ModelInferRequest.InferInputTensor, shape: tuple[int, ...], where: str
 ) -> Array:
+    if tensor.datatype == "BYTES":
+        return _strings_from_contents(list(tensor.contents.bytes_contents), shape, where)
     field = CONTENTS_FIELDS.get(tensor.datatype)
     if field is None:
         raise RequestError(f"{where}: {tensor.datatype} data must be sent as raw_input_contents")
