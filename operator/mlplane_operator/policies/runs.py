@@ -58,8 +58,18 @@ def observe_job(job: Manifest) -> ObservedRun:
         retrain_request=annotations.get(labels.RETRAIN_REQUEST),
         outcome=outcome,
         start_time=status.get("startTime") or metadata.get("creationTimestamp"),
+        # A Job that met its success criteria (or its failure target) has no
+        # completionTime until its pods are gone: the condition's time stands in, so a
+        # run recorded then still has the end its ttlSecondsAfterFinished counts from.
         completion_time=status.get("completionTime")
-        or (conditions.get("Failed") or {}).get("lastTransitionTime"),
+        or next(
+            (
+                conditions[kind].get("lastTransitionTime")
+                for kind in ("SuccessCriteriaMet", "Failed", "FailureTarget")
+                if kind in conditions
+            ),
+            None,
+        ),
         suspended=bool(job.get("spec", {}).get("suspend")),
         failure=failure,
         job=metadata["name"],

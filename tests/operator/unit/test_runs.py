@@ -111,8 +111,12 @@ def test_complete_job_succeeded_at_its_completion_time() -> None:
     assert run.failure is None
 
 
-def test_success_criteria_met_counts_as_succeeded() -> None:
-    assert observe_job(job(conditions=[condition("SuccessCriteriaMet")])).outcome == SUCCEEDED
+def test_success_criteria_met_counts_as_succeeded_and_ends_at_the_condition() -> None:
+    # The Job controller sets SuccessCriteriaMet before the pods are gone and long before
+    # completionTime; a run recorded then must still know when it ended (its TTL).
+    run = observe_job(job(conditions=[condition("SuccessCriteriaMet")]))
+    assert run.outcome == SUCCEEDED
+    assert run.completion_time == "2025-01-10T11:05:00Z"
 
 
 def test_failed_job_reports_reason_and_message() -> None:
@@ -138,6 +142,7 @@ def test_failure_target_counts_as_failed_before_the_pods_are_gone() -> None:
     run = observe_job(job(conditions=[condition("FailureTarget", reason="BackoffLimitExceeded")]))
     assert run.outcome == FAILED
     assert run.failure == "BackoffLimitExceeded"
+    assert run.completion_time == "2025-01-10T11:05:00Z"
 
 
 def test_false_conditions_do_not_end_a_run() -> None:
